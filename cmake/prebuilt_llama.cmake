@@ -1,0 +1,43 @@
+# Prebuilt mode: link against an existing llama.cpp build and bundle its shared
+# libraries into the wheel (llama_cpp/lib). Needs, in LLAMA_LIB_DIR, libllama and
+# the libggml* libraries it depends on; in LLAMA_INCLUDE_DIR, llama.h and ggml's headers.
+message(STATUS "llama.cpp: prebuilt libraries from ${LLAMA_LIB_DIR}, headers from ${LLAMA_INCLUDE_DIR}")
+foreach(required "${LLAMA_LIB_DIR}/libllama.so" "${LLAMA_INCLUDE_DIR}/llama.h" "${LLAMA_INCLUDE_DIR}/ggml.h")
+  if (NOT EXISTS "${required}")
+    message(FATAL_ERROR "prebuilt llama.cpp: ${required} not found (check LLAMA_LIB_DIR / LLAMA_INCLUDE_DIR)")
+  endif()
+endforeach()
+
+add_library(llama SHARED IMPORTED GLOBAL)
+set_target_properties(llama PROPERTIES
+  IMPORTED_LOCATION "${LLAMA_LIB_DIR}/libllama.so"
+  INTERFACE_INCLUDE_DIRECTORIES "${LLAMA_INCLUDE_DIR}")
+# libllama finds libggml* at run time through its own RUNPATH or ours.
+set_property(TARGET llama PROPERTY IMPORTED_LINK_DEPENDENT_LIBRARIES "")
+
+# Bundle each library once, under the name the dynamic loader asks for (its
+# SONAME, e.g. libllama.so.0): wheels cannot hold symlinks, and the fully
+# versioned file and the bare .so link are not needed at run time.
+file(GLOB _llama_libs "${LLAMA_LIB_DIR}/libllama*.so*" "${LLAMA_LIB_DIR}/libggml*.so*")
+foreach(lib ${_llama_libs})
+  get_filename_component(name "${lib}" NAME)
+  if (name MATCHES "-impl\\.")
+    set(_wanted FALSE)  # private helpers of llama.cpp's tools
+  elseif (name MATCHES "^(lib[^.]+)\\.so\\.[0-9]+$")
+    set(_wanted TRUE)
+  elseif (name MATCHES "^(lib[^.]+)\\.so$")
+    # A bare .so is only needed when there is no SONAME-versioned sibling.
+    file(GLOB _versioned "${LLAMA_LIB_DIR}/${CMAKE_MATCH_1}.so.[0-9]*")
+    if (_versioned)
+      set(_wanted FALSE)
+    else()
+      set(_wanted TRUE)
+    endif()
+  else()
+    set(_wanted FALSE)
+  endif()
+  if (_wanted)
+    file(REAL_PATH "${lib}" _real)
+    install(FILES "${_real}" RENAME "${name}" DESTINATION ${LLAMA_NB_LIB_INSTALL_DIR} COMPONENT python)
+  endif()
+endforeach()

@@ -1,0 +1,66 @@
+# Source mode: build the pinned llama.cpp tree as part of the package and bundle
+# its shared libraries into the wheel (llama_cpp/lib, found through RPATH $ORIGIN/lib).
+if (NOT LLAMA_CPP_SOURCE_DIR)
+  execute_process(
+    COMMAND "${Python_EXECUTABLE}" "${CMAKE_CURRENT_SOURCE_DIR}/scripts/fetch_llama_cpp.py"
+    OUTPUT_VARIABLE LLAMA_CPP_SOURCE_DIR OUTPUT_STRIP_TRAILING_WHITESPACE
+    RESULT_VARIABLE _fetch_rc)
+  if (NOT _fetch_rc EQUAL 0)
+    message(FATAL_ERROR "could not obtain the llama.cpp source tree (scripts/fetch_llama_cpp.py failed); "
+                        "set LLAMA_CPP_SOURCE_DIR to a checkout of commit 0c1e570")
+  endif()
+endif()
+message(STATUS "llama.cpp: building from source at ${LLAMA_CPP_SOURCE_DIR}")
+
+set(BUILD_SHARED_LIBS ON CACHE BOOL "" FORCE)
+set(LLAMA_BUILD_COMMON OFF CACHE BOOL "")
+set(LLAMA_BUILD_TESTS OFF CACHE BOOL "")
+set(LLAMA_BUILD_TOOLS OFF CACHE BOOL "")
+set(LLAMA_BUILD_EXAMPLES OFF CACHE BOOL "")
+set(LLAMA_BUILD_SERVER OFF CACHE BOOL "")
+set(LLAMA_BUILD_APP OFF CACHE BOOL "")
+set(LLAMA_OPENSSL OFF CACHE BOOL "")
+set(LLAMA_BUILD_IS_DEV OFF CACHE BOOL "")
+
+# CPU: -march=native crashed on an AMX machine (SIGSEGV in ggml_backend_amx_mul_mat), and a
+# native build is not portable anyway. Default to ggml's non-native x86-64 set (AVX, AVX2,
+# FMA, F16C): it runs on every x86-64 CPU of the last decade.
+if (LLAMA_NATIVE AND NOT LLAMA_PORTABLE)
+  set(GGML_NATIVE ON CACHE BOOL "" FORCE)
+else()
+  set(GGML_NATIVE OFF CACHE BOOL "" FORCE)
+endif()
+
+# CUDA on by default when a usable toolkit (compiler and cuBLAS) is present;
+# -DGGML_CUDA=OFF or =ON decides explicitly.
+if (NOT DEFINED GGML_CUDA)
+  include(CheckLanguage)
+  check_language(CUDA)
+  set(_cuda_ok FALSE)
+  if (CMAKE_CUDA_COMPILER)
+    find_package(CUDAToolkit QUIET)
+    if (CUDAToolkit_FOUND AND TARGET CUDA::cublas)
+      set(_cuda_ok TRUE)
+    endif()
+  endif()
+  if (_cuda_ok)
+    message(STATUS "llama.cpp: CUDA toolkit with cuBLAS found, building the CUDA backend")
+  else()
+    message(STATUS "llama.cpp: no usable CUDA toolkit (nvcc + cuBLAS), building CPU only")
+  endif()
+  set(GGML_CUDA ${_cuda_ok} CACHE BOOL "ggml: use CUDA")
+endif()
+
+add_subdirectory("${LLAMA_CPP_SOURCE_DIR}" llama.cpp EXCLUDE_FROM_ALL)
+
+# One file per library in the wheel: drop the VERSION/SOVERSION symlink chain.
+set(_llama_targets llama ggml ggml-base ggml-cpu)
+if (GGML_CUDA)
+  list(APPEND _llama_targets ggml-cuda)
+endif()
+foreach(t ${_llama_targets})
+  set_property(TARGET ${t} PROPERTY VERSION)
+  set_property(TARGET ${t} PROPERTY SOVERSION)
+  set_target_properties(${t} PROPERTIES INSTALL_RPATH "$ORIGIN")
+  install(TARGETS ${t} LIBRARY DESTINATION ${LLAMA_NB_LIB_INSTALL_DIR} COMPONENT python)
+endforeach()

@@ -1,0 +1,114 @@
+#include "../engine/context.h"
+
+#include <nanobind/stl/function.h>
+#include <nanobind/stl/shared_ptr.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "../engine/generation.h"
+#include "bindings.h"
+
+namespace {
+
+struct PyGenerationResult {
+    nb::str text;
+    std::vector<llama_token> tokens;
+    std::string finish_reason;
+    size_t n_prompt_tokens;
+    size_t n_reused_tokens;
+};
+
+PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
+                                const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
+                                bool reuse_prefix, bool ignore_eos, nb::object on_text) {
+    lcn::GenerationRequest request;
+    request.prompt = std::move(prompt);
+    request.max_tokens = max_tokens;
+    request.sampling = sampling;
+    request.stop = std::move(stop);
+    request.reuse_prefix = reuse_prefix;
+    request.ignore_eos = ignore_eos;
+
+    bool callback_failed = false;
+    lcn::TextCallback callback;
+    if (!on_text.is_none()) {
+        callback = [&](const std::string& piece) {
+            nb::gil_scoped_acquire gil;
+            try {
+                nb::object keep = on_text(decode_utf8(piece));
+                return keep.is_none() || nb::cast<bool>(keep);
+            } catch (nb::python_error& e) {
+                // Park the Python exception in the thread state; it is raised again
+                // once the loop has unwound and the GIL is held.
+                e.restore();
+                callback_failed = true;
+                return false;
+            }
+        };
+    }
+    lcn::GenerationResult result;
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(ctx.mutex());
+        result = lcn::generate(ctx, std::move(request), callback);
+    }
+    if (callback_failed) throw nb::python_error();
+    return {decode_utf8(result.text), std::move(result.tokens), lcn::finish_reason_name(result.finish_reason),
+            result.n_prompt_tokens, result.n_reused_tokens};
+}
+
+}  // namespace
+
+void bind_context(nb::module_& m) {
+    using P = lcn::ContextParams;
+    nb::class_<P>(m, "ContextParams", "Parameters of a Context (see LlamaConfig).")
+        .def(nb::init<>())
+        .def_rw("n_ctx", &P::n_ctx)
+        .def_rw("n_batch", &P::n_batch)
+        .def_rw("n_ubatch", &P::n_ubatch)
+        .def_rw("n_seq_max", &P::n_seq_max)
+        .def_rw("n_threads", &P::n_threads)
+        .def_rw("n_threads_batch", &P::n_threads_batch)
+        .def_rw("offload_kqv", &P::offload_kqv)
+        .def_rw("embeddings", &P::embeddings)
+        .def_rw("flash_attn", &P::flash_attn);
+
+    nb::class_<PyGenerationResult>(m, "GenerationResult", "Outcome of Context.generate.")
+        .def_ro("text", &PyGenerationResult::text)
+        .def_ro("tokens", &PyGenerationResult::tokens)
+        .def_ro("finish_reason", &PyGenerationResult::finish_reason)
+        .def_ro("n_prompt_tokens", &PyGenerationResult::n_prompt_tokens)
+        .def_ro("n_reused_tokens", &PyGenerationResult::n_reused_tokens);
+
+    nb::class_<lcn::Context>(m, "Context", "A llama_context over a Model; one decode loop at a time.")
+        .def(nb::init<std::shared_ptr<lcn::Model>, const lcn::ContextParams&>(), nb::arg("model"),
+             nb::arg("params"), nb::call_guard<nb::gil_scoped_release>())
+        .def_prop_ro("n_ctx", &lcn::Context::n_ctx)
+        .def_prop_ro("n_batch", &lcn::Context::n_batch)
+        .def_prop_ro("n_seq_max", &lcn::Context::n_seq_max)
+        .def_prop_ro("model", &lcn::Context::model_ptr)
+        .def(
+            "clear",
+            [](lcn::Context& self) {
+                std::lock_guard<std::mutex> lock(self.mutex());
+                self.clear();
+            },
+            nb::call_guard<nb::gil_scoped_release>(), "Empties the KV cache of every sequence.")
+        .def(
+            "cached_tokens",
+            [](lcn::Context& self, llama_seq_id seq) {
+                std::lock_guard<std::mutex> lock(self.mutex());
+                return self.cached(seq);
+            },
+            nb::arg("seq") = 0, nb::call_guard<nb::gil_scoped_release>(),
+            "Token ids the KV cache holds for a sequence.")
+        .def("request_abort", &lcn::Context::request_abort, nb::arg("abort"),
+             "Makes the running and later decodes fail as cancelled until cleared (any thread).")
+        .def("generate", &run_generate, nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"),
+             nb::arg("stop"), nb::arg("reuse_prefix"), nb::arg("ignore_eos"), nb::arg("on_text").none(),
+             nb::sig("def generate(self, prompt: list[int], max_tokens: int, sampling: SamplingConfig, "
+                     "stop: list[str], reuse_prefix: bool, ignore_eos: bool, "
+                     "on_text: collections.abc.Callable[[str], bool | None] | None) -> GenerationResult"),
+             "Generates from token ids with the GIL released; on_text gets each released piece and may "
+             "return False to stop.");
+}

@@ -1,0 +1,13 @@
+#include <llama.h>
+
+#include "bindings.h"
+
+NB_MODULE(_core, m) {
+    m.doc() = "Private nanobind extension of llama_cpp: use the llama_cpp package instead.";
+    bind_errors(m);
+    bind_log(m);
+    bind_model(m);
+    bind_sampling(m);
+    bind_context(m);
+    m.attr("LLAMA_DEFAULT_SEED") = LLAMA_DEFAULT_SEED;
+}

@@ -1,0 +1,75 @@
+// Sequence and the decode loop. A Sequence is one request being generated: its
+// own sequence id in the context, sampler chain, stop strings and limits. The
+// loop below drives one sequence; the pool drives many through the same
+// Context::decode_step, one llama_decode per step for all of them.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "context.h"
+#include "sampler.h"
+#include "text_stream.h"
+
+namespace lcn {
+
+struct GenerationRequest {
+    std::vector<llama_token> prompt;
+    int32_t max_tokens = 128;  // <= 0: until end of generation or a full context
+    SamplingConfig sampling;
+    std::vector<std::string> stop;
+    bool reuse_prefix = false;  // keep the cached prefix shared with the last call
+    bool ignore_eos = false;
+};
+
+enum class FinishReason { none, stop, length, cancelled };
+const char* finish_reason_name(FinishReason reason);
+
+struct GenerationResult {
+    std::string text;
+    std::vector<llama_token> tokens;  // generated tokens (the end-of-generation token excluded)
+    FinishReason finish_reason = FinishReason::none;
+    size_t n_prompt_tokens = 0;
+    size_t n_reused_tokens = 0;  // prompt tokens served from the KV cache
+};
+
+class Sequence {
+public:
+    Sequence(Context& context, llama_seq_id seq_id, GenerationRequest request);
+
+    llama_seq_id id() const { return seq_id_; }
+    bool finished() const { return result_.finish_reason != FinishReason::none; }
+    GenerationResult& result() { return result_; }
+
+    // Decodes the prompt into the sequence's KV cells and samples the first token.
+    void start(std::string& text_out);
+    // The token to feed in the next decode step (valid while !finished()).
+    llama_token next_input() const { return next_; }
+    // After a decode step: samples from the logits at `output_index`.
+    void advance(int32_t output_index, std::string& text_out);
+    void cancel(std::string& text_out);
+
+private:
+    void take(llama_token token, std::string& text_out);
+    void finish(FinishReason reason, std::string& text_out);
+
+    Context& context_;
+    llama_seq_id seq_id_;
+    GenerationRequest request_;
+    SamplerChain sampler_;
+    TextStream text_;
+    llama_token next_ = -1;
+    GenerationResult result_;
+};
+
+// Runs one sequence to completion in `context` (whose mutex the caller holds).
+// `on_text` receives each released piece of text; returning false cancels.
+using TextCallback = std::function<bool(const std::string&)>;
+GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
+                          const std::atomic<bool>* cancel = nullptr);
+
+}  // namespace lcn

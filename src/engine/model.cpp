@@ -1,0 +1,121 @@
+#include "model.h"
+
+#include <cerrno>
+#include <cstring>
+#include <fstream>
+
+#include "backend.h"
+#include "errors.h"
+
+namespace lcn {
+namespace {
+
+// Checks llama.cpp would otherwise report only through its log (or not at all):
+// a clear, specific reason is worth a few syscalls before the real load.
+void check_file(const std::string& path) {
+    if (path.empty()) throw ModelLoadError("[Llama] model_path is empty");
+    std::ifstream file(path, std::ios::binary);
+    if (!file) {
+        throw ModelLoadError("[Llama] cannot open model file '" + path + "': " + std::strerror(errno));
+    }
+    char magic[4] = {};
+    file.read(magic, sizeof magic);
+    if (file.gcount() != sizeof magic || std::memcmp(magic, "GGUF", 4) != 0) {
+        throw ModelLoadError("[Llama] '" + path + "' is not a GGUF file (bad magic bytes)");
+    }
+}
+
+}  // namespace
+
+std::shared_ptr<Model> Model::load(const ModelParams& params) {
+    check_file(params.path);
+    ensure_backend();
+    llama_model_params mp = llama_model_default_params();
+    mp.n_gpu_layers = params.n_gpu_layers;
+    mp.vocab_only = params.vocab_only;
+    mp.load_mode = params.use_mmap ? mp.load_mode : LLAMA_LOAD_MODE_NONE;
+    clear_error_messages();
+    llama_model* model = llama_model_load_from_file(params.path.c_str(), mp);
+    if (model == nullptr) {
+        std::string reason = last_error_messages();
+        if (reason.empty()) reason = "llama.cpp rejected the file";
+        throw ModelLoadError("[Llama] failed to load model '" + params.path + "': " + reason);
+    }
+    return std::shared_ptr<Model>(new Model(model, params));
+}
+
+Model::Model(llama_model* model, ModelParams params)
+    : model_(model), vocab_(llama_model_get_vocab(model)), params_(std::move(params)) {}
+
+Model::~Model() { llama_model_free(model_); }
+
+std::vector<llama_token> Model::tokenize(std::string_view text, bool add_special, bool parse_special) const {
+    if (text.size() > static_cast<size_t>(INT32_MAX) / 2) {
+        throw ValidationError("[Llama.tokenize] text is too long to tokenize");
+    }
+    const auto n_text = static_cast<int32_t>(text.size());
+    // A token covers at least one byte, plus BOS/EOS: this bound is exact enough
+    // that the second call below only runs in pathological cases.
+    std::vector<llama_token> tokens(static_cast<size_t>(n_text) + 2);
+    int32_t n = llama_tokenize(vocab_, text.data(), n_text, tokens.data(), static_cast<int32_t>(tokens.size()),
+                               add_special, parse_special);
+    if (n < 0) {
+        tokens.resize(static_cast<size_t>(-n));
+        n = llama_tokenize(vocab_, text.data(), n_text, tokens.data(), static_cast<int32_t>(tokens.size()),
+                           add_special, parse_special);
+    }
+    if (n < 0) throw LlamaError("[Llama.tokenize] llama_tokenize failed");
+    tokens.resize(static_cast<size_t>(n));
+    return tokens;
+}
+
+void Model::check_token(llama_token token, const char* api) const {
+    if (token < 0 || token >= n_vocab()) {
+        throw ValidationError(std::string("[") + api + "] token id " + std::to_string(token) +
+                              " is out of range (vocabulary has " + std::to_string(n_vocab()) + " tokens)");
+    }
+}
+
+std::string Model::token_to_piece(llama_token token, bool render_special) const {
+    char buf[256];
+    int32_t n = llama_token_to_piece(vocab_, token, buf, sizeof buf, 0, render_special);
+    if (n >= 0) return std::string(buf, static_cast<size_t>(n));
+    std::string piece(static_cast<size_t>(-n), '\0');
+    n = llama_token_to_piece(vocab_, token, piece.data(), static_cast<int32_t>(piece.size()), 0, render_special);
+    piece.resize(n < 0 ? 0 : static_cast<size_t>(n));
+    return piece;
+}
+
+std::string Model::detokenize(const std::vector<llama_token>& tokens, bool render_special) const {
+    for (llama_token t : tokens) check_token(t, "Llama.detokenize");
+    std::string text;
+    for (llama_token t : tokens) text += token_to_piece(t, render_special);
+    return text;
+}
+
+std::string Model::description() const {
+    char buf[256];
+    int32_t n = llama_model_desc(model_, buf, sizeof buf);
+    return n > 0 ? std::string(buf, std::min<size_t>(static_cast<size_t>(n), sizeof buf - 1)) : std::string();
+}
+
+std::map<std::string, std::string> Model::metadata() const {
+    std::map<std::string, std::string> out;
+    const int32_t count = llama_model_meta_count(model_);
+    std::string key(256, '\0');
+    std::string value(4096, '\0');
+    for (int32_t i = 0; i < count; ++i) {
+        int32_t nk = llama_model_meta_key_by_index(model_, i, key.data(), key.size());
+        int32_t nv = llama_model_meta_val_str_by_index(model_, i, value.data(), value.size());
+        if (nv >= static_cast<int32_t>(value.size())) {
+            value.resize(static_cast<size_t>(nv) + 1);
+            nv = llama_model_meta_val_str_by_index(model_, i, value.data(), value.size());
+        }
+        if (nk < 0 || nv < 0) continue;
+        out.emplace(std::string(key.data(), std::min<size_t>(static_cast<size_t>(nk), key.size() - 1)),
+                    std::string(value.data(), static_cast<size_t>(nv)));
+    }
+    return out;
+}
+
+}  // namespace lcn

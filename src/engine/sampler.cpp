@@ -1,0 +1,67 @@
+#include "sampler.h"
+
+#include "errors.h"
+#include "model.h"
+
+namespace lcn {
+
+SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
+    llama_sampler_chain_params params = llama_sampler_chain_default_params();
+    params.no_perf = true;
+    chain_ = llama_sampler_chain_init(params);
+    const llama_vocab* vocab = model.vocab();
+    const int32_t n_vocab = model.n_vocab();
+    const auto min_keep = static_cast<size_t>(c.min_keep);
+    auto add = [this](llama_sampler* s) { llama_sampler_chain_add(chain_, s); };
+
+    if (!c.logit_bias.empty()) {
+        std::vector<llama_logit_bias> biases;
+        biases.reserve(c.logit_bias.size());
+        for (const auto& [token, bias] : c.logit_bias) {
+            model.check_token(token, "SamplingParams.logit_bias");
+            biases.push_back({token, bias});
+        }
+        add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(biases.size()), biases.data()));
+    }
+    const bool penalties = c.repeat_penalty != 1.0f || c.frequency_penalty != 0.0f || c.presence_penalty != 0.0f;
+    if (penalties && c.penalty_last_n != 0) {
+        add(llama_sampler_init_penalties(n_vocab, c.penalty_last_n, c.repeat_penalty, c.frequency_penalty,
+                                         c.presence_penalty));
+    }
+    if (c.temperature <= 0.0f) {
+        // Greedy: argmax after the penalties; the other filters cannot change the maximum.
+        add(llama_sampler_init_greedy());
+        return;
+    }
+    if (c.mirostat == 1 || c.mirostat == 2) {
+        add(llama_sampler_init_temp(c.temperature));
+        add(c.mirostat == 1
+                ? llama_sampler_init_mirostat(n_vocab, c.seed, c.mirostat_tau, c.mirostat_eta, 100)
+                : llama_sampler_init_mirostat_v2(c.seed, c.mirostat_tau, c.mirostat_eta));
+        return;
+    }
+    if (c.dry_multiplier > 0.0f) {
+        std::vector<const char*> breakers;
+        breakers.reserve(c.dry_sequence_breakers.size());
+        for (const auto& b : c.dry_sequence_breakers) breakers.push_back(b.c_str());
+        add(llama_sampler_init_dry(vocab, c.dry_multiplier, c.dry_base, c.dry_allowed_length,
+                                   c.dry_penalty_last_n, breakers.data(), breakers.size()));
+    }
+    if (c.top_n_sigma >= 0.0f) add(llama_sampler_init_top_n_sigma(c.top_n_sigma));
+    if (c.top_k > 0) add(llama_sampler_init_top_k(c.top_k));
+    if (c.typical_p < 1.0f) add(llama_sampler_init_typical(c.typical_p, min_keep));
+    if (c.top_p < 1.0f) add(llama_sampler_init_top_p(c.top_p, min_keep));
+    if (c.min_p > 0.0f) add(llama_sampler_init_min_p(c.min_p, min_keep));
+    if (c.xtc_probability > 0.0f) add(llama_sampler_init_xtc(c.xtc_probability, c.xtc_threshold, min_keep, c.seed));
+    add(llama_sampler_init_temp(c.temperature));
+    add(llama_sampler_init_dist(c.seed));
+}
+
+SamplerChain::~SamplerChain() { llama_sampler_free(chain_); }
+
+llama_token SamplerChain::sample(llama_context* ctx, int32_t output_index) {
+    // llama_sampler_sample also accepts the token into the chain (penalties, grammar).
+    return llama_sampler_sample(chain_, ctx, output_index);
+}
+
+}  // namespace lcn

@@ -1,0 +1,61 @@
+// SamplerChain: an owned llama.cpp sampler chain built from plain parameters.
+#pragma once
+
+#include <llama.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace lcn {
+
+class Model;
+
+// Plain values; validated in Python (SamplingParams) and again where a bad value
+// could reach llama.cpp's asserts.
+struct SamplingConfig {
+    float temperature = 0.8f;  // <= 0: greedy (argmax)
+    int32_t top_k = 40;        // <= 0: disabled
+    float top_p = 0.95f;       // 1: disabled
+    float min_p = 0.05f;       // 0: disabled
+    float typical_p = 1.0f;    // 1: disabled
+    float repeat_penalty = 1.0f;
+    int32_t penalty_last_n = 64;
+    float frequency_penalty = 0.0f;
+    float presence_penalty = 0.0f;
+    int32_t mirostat = 0;  // 0 off, 1 or 2
+    float mirostat_tau = 5.0f;
+    float mirostat_eta = 0.1f;
+    float xtc_probability = 0.0f;
+    float xtc_threshold = 0.1f;
+    float top_n_sigma = -1.0f;  // < 0: disabled
+    float dry_multiplier = 0.0f;
+    float dry_base = 1.75f;
+    int32_t dry_allowed_length = 2;
+    int32_t dry_penalty_last_n = -1;
+    std::vector<std::string> dry_sequence_breakers = {"\n", ":", "\"", "*"};
+    std::vector<std::pair<int32_t, float>> logit_bias;
+    int32_t min_keep = 0;
+    uint32_t seed = LLAMA_DEFAULT_SEED;
+};
+
+// Builds llama.cpp's chain in the order of llama.cpp's common sampler
+// (penalties, DRY, top-n-sigma, top-k, typical, top-p, min-p, XTC, temperature,
+// then a final pick), so the same parameters sample the same way as its tools.
+class SamplerChain {
+public:
+    SamplerChain(const Model& model, const SamplingConfig& config);
+    ~SamplerChain();
+    SamplerChain(const SamplerChain&) = delete;
+    SamplerChain& operator=(const SamplerChain&) = delete;
+
+    llama_token sample(llama_context* ctx, int32_t output_index);
+    void accept(llama_token token) { llama_sampler_accept(chain_, token); }
+    void reset() { llama_sampler_reset(chain_); }
+
+private:
+    llama_sampler* chain_;
+};
+
+}  // namespace lcn

@@ -1,0 +1,32 @@
+"""llama_cpp: Python bindings for llama.cpp, written in C++ with nanobind.
+
+    from llama_cpp import Llama, SamplingParams
+    with Llama("models/SmolLM2-135M-Instruct.Q4_1.gguf") as llm:
+        print(llm.generate("The capital of France is", max_tokens=16,
+                           sampling=SamplingParams(temperature=0)))
+"""
+
+from __future__ import annotations
+
+from ._logging import disable_logging, print_system_info, reset_logging, set_log_level
+from .config import LlamaConfig
+from .errors import GenerationError, LlamaError, ModelLoadError, ValidationError
+from .llama import Llama, shutdown
+from .sampling import SamplingParams
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Llama",
+    "LlamaConfig",
+    "SamplingParams",
+    "LlamaError",
+    "ModelLoadError",
+    "ValidationError",
+    "GenerationError",
+    "print_system_info",
+    "set_log_level",
+    "disable_logging",
+    "reset_logging",
+    "shutdown",
+]

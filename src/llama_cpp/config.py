@@ -1,0 +1,103 @@
+"""LlamaConfig: how a model is loaded and its context is sized."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from typing import Any
+
+from . import _core
+from ._validate import require_bool, require_int
+from .errors import ValidationError
+
+_API = "LlamaConfig"
+UINT32_MAX = 0xFFFFFFFF
+
+
+@dataclass(kw_only=True)
+class LlamaConfig:
+    """Load-time settings of a :class:`~llama_cpp.Llama`. Validated on creation.
+
+    Attributes:
+        model_path: GGUF file; optional here when given to ``Llama(model_path)``.
+        n_ctx: context length in tokens (KV cache size); 0 takes the model's training length.
+        n_batch: most tokens submitted to one ``llama_decode`` (prompt chunk size).
+        n_ubatch: physical batch size; at most ``n_batch``.
+        n_seq_max: sequences the context can hold at once.
+        n_threads: CPU threads for generation; ``None`` uses every available core.
+        n_threads_batch: CPU threads for prompt processing; ``None`` uses ``n_threads``.
+        n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
+        offload_kqv: keep the KV cache and attention on the GPU.
+        flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
+        use_mmap: memory-map the model file.
+        embeddings: compute embeddings instead of only logits.
+        seed: default sampling seed; ``None`` (or ``-1``) draws a fresh one for every call.
+        verbose: forward llama.cpp's info log to stderr. The log level is process-wide.
+        vocab_only: load only the vocabulary (tokenize/detokenize, no generation).
+        chat_format: a llama.cpp built-in chat template name, for chat completions.
+    """
+
+    model_path: str | None = None
+    n_ctx: int = 4096
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_seq_max: int = 1
+    n_threads: int | None = None
+    n_threads_batch: int | None = None
+    n_gpu_layers: int = -1
+    offload_kqv: bool = True
+    flash_attn: bool | None = None
+    use_mmap: bool = True
+    embeddings: bool = False
+    seed: int | None = None
+    verbose: bool = False
+    vocab_only: bool = False
+    chat_format: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.model_path is not None:
+            if not isinstance(self.model_path, (str, os.PathLike)):
+                raise ValidationError(f"[{_API}] model_path must be a str or os.PathLike, got {self.model_path!r}")
+            self.model_path = os.fspath(self.model_path)
+        require_int(_API, "n_ctx", self.n_ctx, minimum=0, maximum=UINT32_MAX)
+        require_int(_API, "n_batch", self.n_batch, minimum=1, maximum=UINT32_MAX)
+        require_int(_API, "n_ubatch", self.n_ubatch, minimum=1, maximum=self.n_batch)
+        require_int(_API, "n_seq_max", self.n_seq_max, minimum=1, maximum=256)
+        for name in ("n_threads", "n_threads_batch"):
+            value = getattr(self, name)
+            if value is not None:
+                require_int(_API, name, value, minimum=1, maximum=1024)
+        require_int(_API, "n_gpu_layers", self.n_gpu_layers, minimum=-1)
+        for name in ("offload_kqv", "use_mmap", "embeddings", "verbose", "vocab_only"):
+            require_bool(_API, name, getattr(self, name))
+        if self.flash_attn is not None:
+            require_bool(_API, "flash_attn", self.flash_attn)
+        if self.seed is not None:
+            require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
+        if self.chat_format is not None and not isinstance(self.chat_format, str):
+            raise ValidationError(f"[{_API}] chat_format must be a str, got {self.chat_format!r}")
+
+    @classmethod
+    def field_names(cls) -> frozenset[str]:
+        return frozenset(f.name for f in fields(cls))
+
+    def _model_params(self) -> Any:
+        params = _core.ModelParams()
+        params.path = self.model_path or ""
+        params.n_gpu_layers = self.n_gpu_layers
+        params.vocab_only = self.vocab_only
+        params.use_mmap = self.use_mmap
+        return params
+
+    def _context_params(self) -> Any:
+        params = _core.ContextParams()
+        params.n_ctx = self.n_ctx
+        params.n_batch = self.n_batch
+        params.n_ubatch = self.n_ubatch
+        params.n_seq_max = self.n_seq_max
+        params.n_threads = self.n_threads or 0
+        params.n_threads_batch = self.n_threads_batch or 0
+        params.offload_kqv = self.offload_kqv
+        params.embeddings = self.embeddings
+        params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
+        return params

@@ -1,0 +1,81 @@
+"""Shared fixtures: the real models, the pinned llama.cpp tree and its reference tools.
+
+Paths come from the environment when set (scripts/test.sh sets them), else from the
+repository's default locations. Missing inputs fail loudly: nothing here is mocked
+and nothing is silently skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+MODELS = Path(os.environ.get("LLAMA_NB_MODELS", ROOT / "models"))
+LLAMA_CPP_SOURCE = Path(os.environ.get("LLAMA_CPP_SOURCE_DIR", ROOT / "third_party" / "llama.cpp"))
+REFERENCE_PREFIX = Path(os.environ.get("LLAMA_NB_REFERENCE_PREFIX", ROOT / "build" / "llama-prefix"))
+
+SMOLLM2 = MODELS / "SmolLM2-135M-Instruct.Q4_1.gguf"
+GEMMA3 = MODELS / "gemma-3-270m-Q4_K_M.gguf"
+
+# Both sides of every comparison use the same context shape and thread count.
+N_CTX = 2048
+N_BATCH = 512
+N_THREADS = 2
+
+
+def _require(path: Path, how: str) -> Path:
+    if not path.exists():
+        pytest.fail(f"{path} is missing: {how}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2_path() -> Path:
+    return _require(SMOLLM2, "run python scripts/fetch_models.py")
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    return _require(GEMMA3, "run python scripts/fetch_models.py")
+
+
+@pytest.fixture(scope="session")
+def llama_cpp_tree() -> Path:
+    return _require(LLAMA_CPP_SOURCE, "run python scripts/fetch_llama_cpp.py")
+
+
+@pytest.fixture(scope="session")
+def reference_tool():
+    """Runs a tool of the reference llama.cpp build (scripts/build_llama_cpp.sh)."""
+    bin_dir = _require(REFERENCE_PREFIX / "bin", "run scripts/build_llama_cpp.sh")
+    env = dict(os.environ, LD_LIBRARY_PATH=str(REFERENCE_PREFIX / "lib"))
+
+    def run(tool: str, *args: str) -> bytes:
+        proc = subprocess.run(
+            [str(bin_dir / tool), *args], env=env, capture_output=True, timeout=300, check=False
+        )
+        if proc.returncode != 0:
+            raise AssertionError(f"{tool} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')[-2000:]}")
+        return proc.stdout
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_path):
+    from llama_cpp import Llama
+
+    with Llama(smollm2_path, n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS) as llm:
+        yield llm
+
+
+@pytest.fixture(scope="session")
+def gemma3(gemma3_path):
+    from llama_cpp import Llama
+
+    with Llama(gemma3_path, n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS) as llm:
+        yield llm

@@ -1,0 +1,48 @@
+"""Greedy generation through our API equals what llama.cpp's own llama-completion
+prints, for the same model, prompt, context shape and thread count."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import N_BATCH, N_CTX, N_THREADS
+from llama_cpp import SamplingParams
+
+PROMPTS = [
+    "The capital of France is",
+    "def fibonacci(n):",
+    "Once upon a time, in a small village,",
+    "<|im_start|>user\nWhat is 2+2?<|im_end|>\n<|im_start|>assistant\n",
+    "Les mots en français: été, naïve, œuvre. Suite:",
+]
+N_PREDICT = 48
+
+
+def completion_text(reference_tool, model_path, prompt: str) -> str:
+    out = reference_tool(
+        "llama-completion", "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT), "--temp", "0",
+        "-no-cnv", "--no-display-prompt", "--no-warmup", "-c", str(N_CTX), "-b", str(N_BATCH),
+        "-t", str(N_THREADS), "-s", "1",
+    )
+    # llama-completion prints the generated text, " [end of text]\n" if the model ended
+    # it, then a final "\n\n".
+    assert out.endswith(b"\n\n"), out[-40:]
+    out = out[:-2]
+    out = out.removesuffix(b" [end of text]\n")
+    return out.decode("utf-8", errors="replace")
+
+
+@pytest.mark.parametrize("prompt", PROMPTS)
+@pytest.mark.parametrize("model", ["smollm2", "gemma3"])
+def test_greedy_matches_llama_completion(request, reference_tool, model, prompt):
+    llm = request.getfixturevalue(model)
+    ours = llm.generate(prompt, max_tokens=N_PREDICT, sampling=SamplingParams.greedy())
+    theirs = completion_text(reference_tool, llm.model_path, prompt)
+    assert ours, "generation produced no text"
+    assert ours == theirs
+
+
+def test_greedy_is_deterministic(smollm2):
+    first = smollm2.generate("The capital of France is", max_tokens=16, sampling=SamplingParams.greedy())
+    second = smollm2.generate("The capital of France is", max_tokens=16, sampling=SamplingParams.greedy())
+    assert first == second

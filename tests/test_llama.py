@@ -1,0 +1,124 @@
+"""The core Llama API on the real models: load, generate, tokenize, lifecycle."""
+
+from __future__ import annotations
+
+import threading
+
+from llama_cpp import Llama, LlamaConfig, SamplingParams
+
+
+def test_generate_returns_text(smollm2):
+    text = smollm2.generate("The capital of France is", max_tokens=8, sampling=SamplingParams.greedy())
+    assert isinstance(text, str)
+    assert "Paris" in text
+
+
+def test_max_tokens_bounds_output(smollm2):
+    text = smollm2.generate("Once upon a time", max_tokens=5, sampling=SamplingParams.greedy())
+    n = len(smollm2.tokenize(text, add_bos=False))
+    # Re-tokenizing the text can merge or split differently, but not by much.
+    assert 1 <= n <= 7
+
+
+def test_seeded_sampling_is_reproducible(smollm2):
+    sampling = SamplingParams(temperature=1.0, seed=1234)
+    a = smollm2.generate("My favourite colour is", max_tokens=16, sampling=sampling)
+    b = smollm2.generate("My favourite colour is", max_tokens=16, sampling=sampling)
+    assert a == b
+
+
+def test_sampling_parameters_change_the_output(smollm2):
+    prompt = "List some fruits:"
+    greedy = smollm2.generate(prompt, max_tokens=24, sampling=SamplingParams.greedy())
+    outputs = {
+        smollm2.generate(prompt, max_tokens=24, sampling=SamplingParams(temperature=1.5, top_k=0, top_p=1.0,
+                                                                        min_p=0.0, seed=seed))
+        for seed in range(4)
+    }
+    assert len(outputs | {greedy}) > 1
+
+
+def test_stop_sequence_is_not_in_output(smollm2):
+    sampling = SamplingParams.greedy()
+    full = smollm2.generate("The capital of France is", max_tokens=24, sampling=sampling)
+    assert "\n" in full
+    cut = smollm2.generate("The capital of France is", max_tokens=24, sampling=sampling, stop=["\n"])
+    assert cut == full[: full.index("\n")]
+
+
+def test_tokenize_detokenize_round_trip(smollm2):
+    text = "Hello, world! Ünïcödé ✓ 日本語"
+    tokens = smollm2.tokenize(text, add_bos=False)
+    assert all(isinstance(t, int) for t in tokens)
+    assert smollm2.detokenize(tokens) == text.encode()
+    assert smollm2.tokenize(text.encode(), add_bos=False) == tokens
+
+
+def test_special_tokens_parsing(smollm2):
+    plain = smollm2.tokenize("<|im_start|>", add_bos=False, special=False)
+    special = smollm2.tokenize("<|im_start|>", add_bos=False, special=True)
+    assert len(special) == 1 and len(plain) > 1
+    assert smollm2.detokenize(special, special=True) == b"<|im_start|>"
+    assert smollm2.detokenize(special, special=False) == b""
+
+
+def test_n_tokens(smollm2):
+    assert smollm2.n_tokens("Hello world") == len(smollm2.tokenize("Hello world", special=True))
+
+
+def test_model_facts(smollm2, gemma3):
+    assert smollm2.n_vocab() == 49152
+    assert smollm2.n_ctx() == 2048
+    assert smollm2.metadata["general.architecture"] == "llama"
+    assert gemma3.metadata["general.architecture"] == "gemma3"
+    assert gemma3.n_vocab() > 200_000
+
+
+def test_config_object_and_keywords(smollm2_path):
+    config = LlamaConfig(n_ctx=256, n_threads=2)
+    with Llama(smollm2_path, config=config) as a:
+        assert a.n_ctx() == 256
+    with Llama(smollm2_path, config=config, n_ctx=512) as b:
+        assert b.n_ctx() == 512
+    with Llama(config=LlamaConfig(model_path=str(smollm2_path), n_ctx=1024, n_threads=2)) as c:
+        assert c.n_ctx() == 1024
+
+
+def test_context_manager_closes(smollm2_path):
+    with Llama(smollm2_path, n_ctx=64, n_threads=2) as llm:
+        assert not llm.closed
+    assert llm.closed
+
+
+def test_threads_are_serialised(smollm2):
+    sampling = SamplingParams.greedy()
+    expected = smollm2.generate("The capital of France is", max_tokens=8, sampling=sampling)
+    results: list[str] = []
+
+    def worker() -> None:
+        results.append(smollm2.generate("The capital of France is", max_tokens=8, sampling=sampling))
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == [expected] * 4
+
+
+def test_gil_is_released_during_generation(smollm2):
+    ticks = 0
+    done = threading.Event()
+
+    def ticker() -> None:
+        nonlocal ticks
+        while not done.is_set():
+            ticks += 1
+            done.wait(0.001)
+
+    thread = threading.Thread(target=ticker)
+    thread.start()
+    smollm2.generate("Tell me a story", max_tokens=48, sampling=SamplingParams.greedy())
+    done.set()
+    thread.join()
+    assert ticks > 10
