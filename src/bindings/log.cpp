@@ -1,4 +1,5 @@
 #include <llama.h>
+#include <nanobind/stl/string.h>
 
 #include "../engine/backend.h"
 #include "bindings.h"

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# The test suite, from a fresh clone (this is what .ci/run runs):
+#  1. fetch the pinned llama.cpp tree and the real models (cached in ~/.cache/llama-cpp-nanobind);
+#  2. build llama.cpp once on its own (libraries + llama-completion, the reference), cached by
+#     commit and build recipe;
+#  3. Python 3.11: install the package in prebuilt mode against that build, run pytest;
+#  4. Python 3.12: build the wheel from source (the default mode), install it into a fresh
+#     venv and run the same suite against it, from outside the source tree.
+# CPU only unless TEST_CUDA=1 (the GPU machine's script sets it).
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+. scripts/_common.sh
+start=$(date +%s)
+cache=${LLAMA_NB_CACHE:-$HOME/.cache/llama-cpp-nanobind}
+cuda_args="-DGGML_CUDA=OFF"
+[ "${TEST_CUDA:-0}" = 1 ] && cuda_args="-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-native}"
+
+step "llama.cpp source and models"
+export LLAMA_CPP_SOURCE_DIR=${LLAMA_CPP_SOURCE_DIR:-$(python3 scripts/fetch_llama_cpp.py)}
+python3 scripts/fetch_models.py
+
+step "reference llama.cpp build"
+recipe=$(cat scripts/build_llama_cpp.sh "$LLAMA_CPP_SOURCE_DIR/.llama-cpp-nanobind-source" | sha256sum | cut -c1-16)
+prefix="$cache/llama-prefix-$recipe-${TEST_CUDA:-0}"
+if [ ! -x "$prefix/bin/llama-completion" ]; then
+  CMAKE_ARGS="$cuda_args" scripts/build_llama_cpp.sh "$prefix"
+fi
+export LLAMA_NB_REFERENCE_PREFIX=$prefix
+
+py311=$(find_python 3.11)
+step "Python 3.11: install in prebuilt mode and test"
+make_venv .venv-test "$py311"
+.venv-test/bin/python -m pip install -q pytest
+LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
+  .venv-test/bin/python -m pip install -q --force-reinstall --no-deps .
+(cd "$root/tests" && "$root/.venv-test/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
+
+py312=$(find_python 3.12)
+step "Python 3.12: wheel from source (default mode), installed in a fresh venv, tested off the build tree"
+rm -rf dist .venv-wheel
+CMAKE_ARGS="$cuda_args" "$py312" -m pip wheel -q --no-deps . -w dist
+"$py312" -m venv .venv-wheel
+.venv-wheel/bin/python -m pip install -q pytest dist/*.whl
+(cd "$root/tests" && "$root/.venv-wheel/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
+
+echo "tests finished in $(( $(date +%s) - start )) s"

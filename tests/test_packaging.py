@@ -1,0 +1,44 @@
+"""The installed package is self-contained: its extension loads llama.cpp's libraries
+from the package's own lib/ folder, and it ships type information."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import llama_cpp
+from llama_cpp import _core
+
+
+def loaded_libraries() -> dict[str, Path]:
+    libs = {}
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        path = line.split()[-1]
+        name = Path(path).name
+        if name.startswith(("libllama", "libggml")):
+            libs[name] = Path(path)
+    return libs
+
+
+def test_llama_cpp_libraries_come_from_the_package(smollm2):
+    package_lib = Path(llama_cpp.__file__).parent / "lib"
+    libs = loaded_libraries()
+    assert any(name.startswith("libllama.so") for name in libs), libs
+    for name, path in libs.items():
+        assert path.parent == package_lib, f"{name} loaded from {path}, not from {package_lib}"
+
+
+def test_extension_is_inside_the_package():
+    assert Path(_core.__file__).parent == Path(llama_cpp.__file__).parent
+
+
+def test_type_information_is_shipped():
+    package = Path(llama_cpp.__file__).parent
+    assert (package / "py.typed").exists()
+    stub = (package / "_core.pyi").read_text()
+    assert "class Model" in stub and "def generate(" in stub
+
+
+def test_version_and_system_info():
+    assert llama_cpp.__version__
+    info = _core.system_info()
+    assert "CPU" in info
