@@ -1,8 +1,10 @@
 # Prebuilt mode: link against an existing llama.cpp build and bundle its shared
-# libraries into the wheel (llama_cpp/lib). Needs, in LLAMA_LIB_DIR, libllama and
-# the libggml* libraries it depends on; in LLAMA_INCLUDE_DIR, llama.h and ggml's headers.
+# libraries into the wheel (llama_cpp/lib). Needs, in LLAMA_LIB_DIR, libllama,
+# libllama-common and the libggml* libraries they depend on; in LLAMA_INCLUDE_DIR,
+# llama.h, ggml's headers and common's headers (common/*.h, common/jinja/*.h).
 message(STATUS "llama.cpp: prebuilt libraries from ${LLAMA_LIB_DIR}, headers from ${LLAMA_INCLUDE_DIR}")
-foreach(required "${LLAMA_LIB_DIR}/libllama.so" "${LLAMA_INCLUDE_DIR}/llama.h" "${LLAMA_INCLUDE_DIR}/ggml.h")
+foreach(required "${LLAMA_LIB_DIR}/libllama.so" "${LLAMA_LIB_DIR}/libllama-common.so"
+                 "${LLAMA_INCLUDE_DIR}/llama.h" "${LLAMA_INCLUDE_DIR}/ggml.h" "${LLAMA_INCLUDE_DIR}/chat.h")
   if (NOT EXISTS "${required}")
     message(FATAL_ERROR "prebuilt llama.cpp: ${required} not found (check LLAMA_LIB_DIR / LLAMA_INCLUDE_DIR)")
   endif()
@@ -12,8 +14,11 @@ add_library(llama SHARED IMPORTED GLOBAL)
 set_target_properties(llama PROPERTIES
   IMPORTED_LOCATION "${LLAMA_LIB_DIR}/libllama.so"
   INTERFACE_INCLUDE_DIRECTORIES "${LLAMA_INCLUDE_DIR}")
-# libllama finds libggml* at run time through its own RUNPATH or ours.
-set_property(TARGET llama PROPERTY IMPORTED_LINK_DEPENDENT_LIBRARIES "")
+add_library(llama-common SHARED IMPORTED GLOBAL)
+set_target_properties(llama-common PROPERTIES
+  IMPORTED_LOCATION "${LLAMA_LIB_DIR}/libllama-common.so"
+  INTERFACE_INCLUDE_DIRECTORIES "${LLAMA_INCLUDE_DIR}"
+  INTERFACE_LINK_LIBRARIES llama)
 
 # Bundle each library once, under the name the dynamic loader asks for (its
 # SONAME, e.g. libllama.so.0): wheels cannot hold symlinks, and the fully

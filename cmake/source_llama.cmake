@@ -13,7 +13,7 @@ endif()
 message(STATUS "llama.cpp: building from source at ${LLAMA_CPP_SOURCE_DIR}")
 
 set(BUILD_SHARED_LIBS ON CACHE BOOL "" FORCE)
-set(LLAMA_BUILD_COMMON OFF CACHE BOOL "")
+set(LLAMA_BUILD_COMMON ON CACHE BOOL "")  # chat templates (Jinja), JSON schema to grammar
 set(LLAMA_BUILD_TESTS OFF CACHE BOOL "")
 set(LLAMA_BUILD_TOOLS OFF CACHE BOOL "")
 set(LLAMA_BUILD_EXAMPLES OFF CACHE BOOL "")
@@ -54,7 +54,7 @@ endif()
 add_subdirectory("${LLAMA_CPP_SOURCE_DIR}" llama.cpp EXCLUDE_FROM_ALL)
 
 # One file per library in the wheel: drop the VERSION/SOVERSION symlink chain.
-set(_llama_targets llama ggml ggml-base ggml-cpu)
+set(_llama_targets llama llama-common ggml ggml-base ggml-cpu)
 if (GGML_CUDA)
   list(APPEND _llama_targets ggml-cuda)
 endif()

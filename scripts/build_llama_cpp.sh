@@ -25,11 +25,15 @@ cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_OPENSSL=OFF \
   -DLLAMA_BUILD_IS_DEV=OFF -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON ${CMAKE_ARGS:-} >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 # shellcheck disable=SC2086
-cmake --build "$build" -j "$jobs" --target llama $tools
+cmake --build "$build" -j "$jobs" --target llama llama-common $tools
 
 rm -rf "$prefix"
 mkdir -p "$prefix/lib" "$prefix/include" "$prefix/bin"
 cp -P "$build"/bin/lib*.so* "$prefix/lib/"
 cp "$src"/include/llama.h "$src"/include/llama-cpp.h "$src"/ggml/include/*.h "$prefix/include/"
+# llama.cpp's common library (chat templates, JSON schema to grammar): its headers too.
+mkdir -p "$prefix/include/jinja"
+cp "$src"/common/*.h "$prefix/include/"
+cp "$src"/common/jinja/*.h "$prefix/include/jinja/"
 for t in $tools; do cp "$build/bin/$t" "$prefix/bin/"; done
 echo "$prefix"

@@ -10,6 +10,9 @@ void bind_log(nb::module_& m);
 void bind_model(nb::module_& m);
 void bind_sampling(nb::module_& m);
 void bind_context(nb::module_& m);
+void bind_grammar(nb::module_& m);
+void bind_chat(nb::module_& m);
+void bind_lora(nb::module_& m);
 
 // UTF-8 bytes to str, replacing invalid sequences rather than raising: model
 // output is not guaranteed to be valid UTF-8.

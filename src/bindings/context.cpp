@@ -1,6 +1,7 @@
 #include "../engine/context.h"
 
 #include <nanobind/stl/function.h>
+#include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
@@ -16,11 +17,13 @@ struct PyGenerationResult {
     std::string finish_reason;
     size_t n_prompt_tokens;
     size_t n_reused_tokens;
+    std::vector<float> token_logprobs;
+    std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
 };
 
 PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
                                 const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
-                                bool reuse_prefix, bool ignore_eos, nb::object on_text) {
+                                bool reuse_prefix, bool ignore_eos, int32_t logprobs, nb::object on_text) {
     lcn::GenerationRequest request;
     request.prompt = std::move(prompt);
     request.max_tokens = max_tokens;
@@ -28,6 +31,7 @@ PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prom
     request.stop = std::move(stop);
     request.reuse_prefix = reuse_prefix;
     request.ignore_eos = ignore_eos;
+    request.logprobs = logprobs;
 
     bool callback_failed = false;
     lcn::TextCallback callback;
@@ -54,7 +58,8 @@ PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prom
     }
     if (callback_failed) throw nb::python_error();
     return {decode_utf8(result.text), std::move(result.tokens), lcn::finish_reason_name(result.finish_reason),
-            result.n_prompt_tokens, result.n_reused_tokens};
+            result.n_prompt_tokens, result.n_reused_tokens, std::move(result.token_logprobs),
+            std::move(result.top_logprobs)};
 }
 
 }  // namespace
@@ -71,14 +76,17 @@ void bind_context(nb::module_& m) {
         .def_rw("n_threads_batch", &P::n_threads_batch)
         .def_rw("offload_kqv", &P::offload_kqv)
         .def_rw("embeddings", &P::embeddings)
-        .def_rw("flash_attn", &P::flash_attn);
+        .def_rw("flash_attn", &P::flash_attn)
+        .def_rw("pooling_type", &P::pooling_type);
 
     nb::class_<PyGenerationResult>(m, "GenerationResult", "Outcome of Context.generate.")
         .def_ro("text", &PyGenerationResult::text)
         .def_ro("tokens", &PyGenerationResult::tokens)
         .def_ro("finish_reason", &PyGenerationResult::finish_reason)
         .def_ro("n_prompt_tokens", &PyGenerationResult::n_prompt_tokens)
-        .def_ro("n_reused_tokens", &PyGenerationResult::n_reused_tokens);
+        .def_ro("n_reused_tokens", &PyGenerationResult::n_reused_tokens)
+        .def_ro("token_logprobs", &PyGenerationResult::token_logprobs)
+        .def_ro("top_logprobs", &PyGenerationResult::top_logprobs);
 
     nb::class_<lcn::Context>(m, "Context", "A llama_context over a Model; one decode loop at a time.")
         .def(nb::init<std::shared_ptr<lcn::Model>, const lcn::ContextParams&>(), nb::arg("model"),
@@ -104,10 +112,63 @@ void bind_context(nb::module_& m) {
             "Token ids the KV cache holds for a sequence.")
         .def("request_abort", &lcn::Context::request_abort, nb::arg("abort"),
              "Makes the running and later decodes fail as cancelled until cleared (any thread).")
+        .def(
+            "perf",
+            [](lcn::Context& self) {
+                const lcn::PerfData d = self.perf();
+                nb::dict out;
+                out["t_load_ms"] = d.t_load_ms;
+                out["t_prompt_eval_ms"] = d.t_prompt_eval_ms;
+                out["t_eval_ms"] = d.t_eval_ms;
+                out["n_prompt_eval"] = d.n_prompt_eval;
+                out["n_eval"] = d.n_eval;
+                out["n_graph_reused"] = d.n_graph_reused;
+                return out;
+            },
+            "llama.cpp's performance counters of this context.")
+        .def("perf_reset", &lcn::Context::perf_reset)
+        .def(
+            "get_state",
+            [](lcn::Context& self) {
+                std::string data;
+                {
+                    nb::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.mutex());
+                    data = self.get_state();
+                }
+                return nb::bytes(data.data(), data.size());
+            },
+            "The context state (KV cache and token bookkeeping) as bytes.")
+        .def(
+            "set_state",
+            [](lcn::Context& self, nb::bytes data) {
+                std::string owned(data.c_str(), data.size());
+                nb::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                self.set_state(owned);
+            },
+            nb::arg("data"), "Restores a state from get_state(); ValidationError if it is not for this model.")
+        .def(
+            "set_adapters",
+            [](lcn::Context& self, const std::vector<std::pair<std::shared_ptr<lcn::LoraAdapter>, float>>& adapters) {
+                nb::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                self.set_adapters(adapters);
+            },
+            nb::arg("adapters"), "Replaces the active LoRA adapters with (adapter, scale) pairs.")
+        .def(
+            "embed",
+            [](lcn::Context& self, const std::vector<std::vector<llama_token>>& inputs, bool normalize) {
+                nb::gil_scoped_release nogil;
+                std::lock_guard<std::mutex> lock(self.mutex());
+                return self.embed(inputs, normalize);
+            },
+            nb::arg("inputs"), nb::arg("normalize"), "One embedding per token list.")
         .def("generate", &run_generate, nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"),
-             nb::arg("stop"), nb::arg("reuse_prefix"), nb::arg("ignore_eos"), nb::arg("on_text").none(),
+             nb::arg("stop"), nb::arg("reuse_prefix"), nb::arg("ignore_eos"), nb::arg("logprobs"),
+             nb::arg("on_text").none(),
              nb::sig("def generate(self, prompt: list[int], max_tokens: int, sampling: SamplingConfig, "
-                     "stop: list[str], reuse_prefix: bool, ignore_eos: bool, "
+                     "stop: list[str], reuse_prefix: bool, ignore_eos: bool, logprobs: int, "
                      "on_text: collections.abc.Callable[[str], bool | None] | None) -> GenerationResult"),
              "Generates from token ids with the GIL released; on_text gets each released piece and may "
              "return False to stop.");

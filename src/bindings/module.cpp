@@ -8,6 +8,9 @@ NB_MODULE(_core, m) {
     bind_log(m);
     bind_model(m);
     bind_sampling(m);
+    bind_grammar(m);
+    bind_chat(m);
+    bind_lora(m);
     bind_context(m);
     m.attr("LLAMA_DEFAULT_SEED") = LLAMA_DEFAULT_SEED;
 }

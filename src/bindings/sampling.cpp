@@ -32,5 +32,7 @@ void bind_sampling(nb::module_& m) {
         .def_rw("dry_sequence_breakers", &C::dry_sequence_breakers)
         .def_rw("logit_bias", &C::logit_bias)
         .def_rw("min_keep", &C::min_keep)
-        .def_rw("seed", &C::seed);
+        .def_rw("seed", &C::seed)
+        .def_rw("grammar", &C::grammar)
+        .def_rw("grammar_root", &C::grammar_root);
 }

@@ -1,6 +1,8 @@
 #include "context.h"
 
 #include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -40,6 +42,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     cp.flash_attn_type = p.flash_attn < 0 ? LLAMA_FLASH_ATTN_TYPE_AUTO
                          : p.flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                              : LLAMA_FLASH_ATTN_TYPE_ENABLED;
+    if (p.pooling_type >= 0) cp.pooling_type = static_cast<enum llama_pooling_type>(p.pooling_type);
     cp.abort_callback = abort_callback;
     cp.abort_callback_data = &abort_;
     clear_error_messages();
@@ -146,6 +149,187 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
     decode_batch("Llama.generate");
     for (const auto& [seq, token] : step) cached_[static_cast<size_t>(seq)].push_back(token);
     last_output_ = batch_.n_tokens - 1;
+}
+
+
+PerfData Context::perf() const {
+    const llama_perf_context_data d = llama_perf_context(ctx_);
+    PerfData out;
+    out.t_load_ms = d.t_load_ms;
+    out.t_prompt_eval_ms = d.t_p_eval_ms;
+    out.t_eval_ms = d.t_eval_ms;
+    out.n_prompt_eval = d.n_p_eval;
+    out.n_eval = d.n_eval;
+    out.n_graph_reused = d.n_reused;
+    return out;
+}
+
+namespace {
+
+constexpr char kStateMagic[4] = {'L', 'C', 'N', 'S'};
+constexpr uint32_t kStateVersion = 1;
+
+struct Fingerprint {
+    int32_t n_vocab, n_embd, n_layer;
+    uint64_t n_params, size_bytes;
+    bool operator==(const Fingerprint& o) const {
+        return n_vocab == o.n_vocab && n_embd == o.n_embd && n_layer == o.n_layer && n_params == o.n_params &&
+               size_bytes == o.size_bytes;
+    }
+};
+
+Fingerprint fingerprint_of(const Model& m) {
+    return {m.n_vocab(), m.n_embd(), m.n_layer(), m.n_params(), m.size_bytes()};
+}
+
+template <typename T>
+void put(std::string& out, const T& value) {
+    out.append(reinterpret_cast<const char*>(&value), sizeof value);
+}
+
+struct Reader {
+    const std::string& data;
+    size_t pos = 0;
+    template <typename T>
+    T get() {
+        if (data.size() - pos < sizeof(T)) throw ValidationError("[Llama.set_state] the state data is truncated");
+        T value;
+        std::memcpy(&value, data.data() + pos, sizeof value);
+        pos += sizeof value;
+        return value;
+    }
+};
+
+}  // namespace
+
+std::string Context::get_state() const {
+    std::string out(kStateMagic, sizeof kStateMagic);
+    put(out, kStateVersion);
+    put(out, fingerprint_of(*model_));
+    put(out, static_cast<uint32_t>(cached_.size()));
+    for (const auto& tokens : cached_) {
+        put(out, static_cast<uint64_t>(tokens.size()));
+        out.append(reinterpret_cast<const char*>(tokens.data()), tokens.size() * sizeof(llama_token));
+    }
+    const size_t size = llama_state_get_size(ctx_);
+    put(out, static_cast<uint64_t>(size));
+    const size_t header = out.size();
+    out.resize(header + size);
+    const size_t written = llama_state_get_data(ctx_, reinterpret_cast<uint8_t*>(out.data() + header), size);
+    out.resize(header + written);
+    return out;
+}
+
+void Context::set_state(const std::string& data) {
+    if (data.size() < sizeof kStateMagic || std::memcmp(data.data(), kStateMagic, sizeof kStateMagic) != 0) {
+        throw ValidationError("[Llama.set_state] not a llama-cpp-nanobind state (bad magic bytes)");
+    }
+    Reader r{data, sizeof kStateMagic};
+    if (r.get<uint32_t>() != kStateVersion) throw ValidationError("[Llama.set_state] unsupported state version");
+    if (!(r.get<Fingerprint>() == fingerprint_of(*model_))) {
+        throw ValidationError("[Llama.set_state] the state was saved from a different model");
+    }
+    const auto n_seq = r.get<uint32_t>();
+    if (n_seq != cached_.size()) {
+        throw ValidationError("[Llama.set_state] the state has " + std::to_string(n_seq) +
+                              " sequences but this context has n_seq_max=" + std::to_string(cached_.size()));
+    }
+    std::vector<std::vector<llama_token>> cached(n_seq);
+    for (auto& tokens : cached) {
+        const auto n = r.get<uint64_t>();
+        if (n > n_ctx() || (data.size() - r.pos) / sizeof(llama_token) < n) {
+            throw ValidationError("[Llama.set_state] the state data is corrupt (token count)");
+        }
+        tokens.resize(static_cast<size_t>(n));
+        std::memcpy(tokens.data(), data.data() + r.pos, tokens.size() * sizeof(llama_token));
+        r.pos += tokens.size() * sizeof(llama_token);
+    }
+    const auto size = r.get<uint64_t>();
+    if (size != data.size() - r.pos) throw ValidationError("[Llama.set_state] the state data is truncated");
+    clear_error_messages();
+    const size_t read = llama_state_set_data(ctx_, reinterpret_cast<const uint8_t*>(data.data() + r.pos), size);
+    if (read == 0) {
+        clear();
+        throw ValidationError("[Llama.set_state] llama.cpp rejected the state: " + last_error_messages());
+    }
+    cached_ = std::move(cached);
+}
+
+void Context::set_adapters(const std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>>& adapters) {
+    std::vector<llama_adapter_lora*> handles;
+    std::vector<float> scales;
+    for (const auto& [adapter, scale] : adapters) {
+        handles.push_back(adapter->get());
+        scales.push_back(scale);
+    }
+    if (llama_set_adapters_lora(ctx_, handles.data(), handles.size(), scales.data()) != 0) {
+        throw ValidationError("[Llama.load_lora] llama.cpp could not apply the adapters");
+    }
+    adapters_ = adapters;
+}
+
+std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<llama_token>>& inputs, bool normalize) {
+    const int32_t n_embd = llama_model_n_embd_out(model_->get());
+    const enum llama_pooling_type pooling = llama_pooling_type(ctx_);
+    const bool encoder_only = llama_model_has_encoder(model_->get()) && !llama_model_has_decoder(model_->get());
+    const size_t max_tokens = std::min<size_t>(n_batch(), n_ctx());
+    for (const auto& tokens : inputs) {
+        if (tokens.empty()) throw ValidationError("[Llama.embed] an input has no tokens");
+        if (tokens.size() > max_tokens) {
+            throw ValidationError("[Llama.embed] an input has " + std::to_string(tokens.size()) +
+                                  " tokens; at most " + std::to_string(max_tokens) + " fit (n_batch, n_ctx)");
+        }
+        for (llama_token t : tokens) model_->check_token(t, "Llama.embed");
+    }
+    std::vector<std::vector<float>> out(inputs.size());
+    size_t next = 0;
+    while (next < inputs.size()) {
+        clear();
+        batch_.n_tokens = 0;
+        std::vector<std::pair<size_t, int32_t>> members;  // (input index, first batch row)
+        while (next < inputs.size() && members.size() < cached_.size() &&
+               static_cast<size_t>(batch_.n_tokens) + inputs[next].size() <= n_batch()) {
+            const auto seq = static_cast<llama_seq_id>(members.size());
+            members.emplace_back(next, batch_.n_tokens);
+            for (size_t i = 0; i < inputs[next].size(); ++i) {
+                const int32_t j = batch_.n_tokens++;
+                batch_.token[j] = inputs[next][i];
+                batch_.pos[j] = static_cast<llama_pos>(i);
+                batch_.n_seq_id[j] = 1;
+                batch_.seq_id[j][0] = seq;
+                batch_.logits[j] = true;
+            }
+            ++next;
+        }
+        const int32_t rc = encoder_only ? llama_encode(ctx_, batch_) : llama_decode(ctx_, batch_);
+        if (rc != 0) throw GenerationError("[Llama.embed] llama.cpp failed to compute embeddings (code " +
+                                           std::to_string(rc) + ")");
+        for (size_t k = 0; k < members.size(); ++k) {
+            const auto [index, first] = members[k];
+            std::vector<float> v(static_cast<size_t>(n_embd), 0.0f);
+            if (pooling != LLAMA_POOLING_TYPE_NONE) {
+                const float* e = llama_get_embeddings_seq(ctx_, static_cast<llama_seq_id>(k));
+                if (e == nullptr) throw GenerationError("[Llama.embed] llama.cpp returned no pooled embedding");
+                std::copy(e, e + n_embd, v.begin());
+            } else {
+                const size_t n = inputs[index].size();
+                for (size_t i = 0; i < n; ++i) {
+                    const float* e = llama_get_embeddings_ith(ctx_, first + static_cast<int32_t>(i));
+                    if (e == nullptr) throw GenerationError("[Llama.embed] llama.cpp returned no token embedding");
+                    for (int32_t d = 0; d < n_embd; ++d) v[static_cast<size_t>(d)] += e[d] / static_cast<float>(n);
+                }
+            }
+            if (normalize) {
+                double norm = 0;
+                for (float x : v) norm += static_cast<double>(x) * x;
+                norm = std::sqrt(norm);
+                if (norm > 0) for (float& x : v) x = static_cast<float>(x / norm);
+            }
+            out[index] = std::move(v);
+        }
+    }
+    clear();
+    return out;
 }
 
 }  // namespace lcn

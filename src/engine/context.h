@@ -11,9 +11,15 @@
 #include <utility>
 #include <vector>
 
+#include "lora.h"
 #include "model.h"
 
 namespace lcn {
+
+struct PerfData {
+    double t_load_ms = 0, t_prompt_eval_ms = 0, t_eval_ms = 0;
+    int32_t n_prompt_eval = 0, n_eval = 0, n_graph_reused = 0;
+};
 
 struct ContextParams {
     uint32_t n_ctx = 4096;
@@ -24,7 +30,8 @@ struct ContextParams {
     int32_t n_threads_batch = 0;  // 0: same as n_threads
     bool offload_kqv = true;
     bool embeddings = false;
-    int32_t flash_attn = -1;  // -1 auto, 0 off, 1 on
+    int32_t flash_attn = -1;    // -1 auto, 0 off, 1 on
+    int32_t pooling_type = -1;  // llama_pooling_type; -1 from the model
 };
 
 // Thread-safety: a Context is used by one decode loop at a time. Callers that
@@ -61,6 +68,23 @@ public:
 
     int32_t last_output() const { return last_output_; }
 
+    PerfData perf() const;
+    void perf_reset() { llama_perf_context_reset(ctx_); }
+
+    // The whole context state (KV cache of every sequence plus our record of its
+    // tokens), with a fingerprint of the model so a state cannot be loaded into
+    // another one (ValidationError).
+    std::string get_state() const;
+    void set_state(const std::string& data);
+
+    // Replaces the active LoRA adapters (kept alive by the context).
+    void set_adapters(const std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>>& adapters);
+
+    // One embedding per input, decoding as many inputs per llama_decode as fit
+    // (n_seq_max sequences, n_batch tokens). Pooling is the context's; a model
+    // without pooling gets the mean of its token embeddings. Clears the KV cache.
+    std::vector<std::vector<float>> embed(const std::vector<std::vector<llama_token>>& inputs, bool normalize);
+
     // Set from any thread: the decode in progress (CPU backend) and every later
     // decode fail with a cancellation until the flag is cleared.
     void request_abort(bool abort) { abort_.store(abort, std::memory_order_relaxed); }
@@ -74,6 +98,7 @@ private:
     llama_context* ctx_ = nullptr;
     llama_batch batch_{};
     std::vector<std::vector<llama_token>> cached_;
+    std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;
     int32_t last_output_ = -1;
     std::atomic<bool> abort_{false};
     std::mutex mutex_;

@@ -1,5 +1,8 @@
 #include "generation.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "errors.h"
 
 namespace lcn {
@@ -25,12 +28,36 @@ void Sequence::start(std::string& text_out) {
     result_.n_prompt_tokens = request_.prompt.size();
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
-    for (llama_token t : request_.prompt) sampler_.accept(t);
-    take(sampler_.sample(context_.get(), context_.last_output()), text_out);
+    for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
+    sample_and_take(context_.last_output(), text_out);
 }
 
-void Sequence::advance(int32_t output_index, std::string& text_out) {
-    take(sampler_.sample(context_.get(), output_index), text_out);
+void Sequence::advance(int32_t output_index, std::string& text_out) { sample_and_take(output_index, text_out); }
+
+void Sequence::sample_and_take(int32_t output_index, std::string& text_out) {
+    const llama_token token = sampler_.sample(context_.get(), output_index);
+    if (request_.logprobs >= 0 && !(context_.model().is_eog(token) && !request_.ignore_eos)) {
+        // Log-softmax of the model's raw logits (before any sampler), only when asked:
+        // it costs a pass over the vocabulary per token.
+        const float* logits = llama_get_logits_ith(context_.get(), output_index);
+        const int32_t n_vocab = context_.model().n_vocab();
+        const float max_logit = *std::max_element(logits, logits + n_vocab);
+        double sum = 0;
+        for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
+        const float log_z = max_logit + static_cast<float>(std::log(sum));
+        result_.token_logprobs.push_back(logits[token] - log_z);
+        const auto k = static_cast<size_t>(std::min(request_.logprobs, n_vocab));
+        std::vector<std::pair<llama_token, float>> top;
+        if (k > 0) {
+            std::vector<llama_token> ids(static_cast<size_t>(n_vocab));
+            for (int32_t i = 0; i < n_vocab; ++i) ids[static_cast<size_t>(i)] = i;
+            std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                              [&](llama_token a, llama_token b) { return logits[a] > logits[b]; });
+            for (size_t i = 0; i < k; ++i) top.emplace_back(ids[i], logits[ids[i]] - log_z);
+        }
+        result_.top_logprobs.push_back(std::move(top));
+    }
+    take(token, text_out);
 }
 
 void Sequence::take(llama_token token, std::string& text_out) {
@@ -68,13 +95,13 @@ GenerationResult generate(Context& context, GenerationRequest request, const Tex
                           const std::atomic<bool>* cancel) {
     Sequence seq(context, 0, std::move(request));
     std::string piece;
+    // The callback runs once per token, text or not, so a consumer can cancel
+    // within one token even while text is held back (stop-string prefix, partial UTF-8).
     auto emit = [&]() {
         bool keep_going = true;
-        if (!piece.empty()) {
-            seq.result().text += piece;
-            if (on_text) keep_going = on_text(piece);
-            piece.clear();
-        }
+        seq.result().text += piece;
+        if (on_text) keep_going = on_text(piece);
+        piece.clear();
         if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) keep_going = false;
         if (!keep_going) seq.cancel(piece);
     };

@@ -24,6 +24,7 @@ struct GenerationRequest {
     std::vector<std::string> stop;
     bool reuse_prefix = false;  // keep the cached prefix shared with the last call
     bool ignore_eos = false;
+    int32_t logprobs = -1;  // >= 0: record each token's log-probability and this many alternatives
 };
 
 enum class FinishReason { none, stop, length, cancelled };
@@ -35,6 +36,8 @@ struct GenerationResult {
     FinishReason finish_reason = FinishReason::none;
     size_t n_prompt_tokens = 0;
     size_t n_reused_tokens = 0;  // prompt tokens served from the KV cache
+    std::vector<float> token_logprobs;  // parallel to tokens, when requested
+    std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
 };
 
 class Sequence {
@@ -54,6 +57,7 @@ public:
     void cancel(std::string& text_out);
 
 private:
+    void sample_and_take(int32_t output_index, std::string& text_out);
     void take(llama_token token, std::string& text_out);
     void finish(FinishReason reason, std::string& text_out);
 

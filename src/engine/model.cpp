@@ -8,27 +8,24 @@
 #include "errors.h"
 
 namespace lcn {
-namespace {
-
 // Checks llama.cpp would otherwise report only through its log (or not at all):
 // a clear, specific reason is worth a few syscalls before the real load.
-void check_file(const std::string& path) {
-    if (path.empty()) throw ModelLoadError("[Llama] model_path is empty");
+void check_gguf_file(const std::string& path, const char* api) {
+    const std::string prefix = std::string("[") + api + "] ";
+    if (path.empty()) throw ModelLoadError(prefix + "the path is empty");
     std::ifstream file(path, std::ios::binary);
     if (!file) {
-        throw ModelLoadError("[Llama] cannot open model file '" + path + "': " + std::strerror(errno));
+        throw ModelLoadError(prefix + "cannot open model file '" + path + "': " + std::strerror(errno));
     }
     char magic[4] = {};
     file.read(magic, sizeof magic);
     if (file.gcount() != sizeof magic || std::memcmp(magic, "GGUF", 4) != 0) {
-        throw ModelLoadError("[Llama] '" + path + "' is not a GGUF file (bad magic bytes)");
+        throw ModelLoadError(prefix + "'" + path + "' is not a GGUF file (bad magic bytes)");
     }
 }
 
-}  // namespace
-
 std::shared_ptr<Model> Model::load(const ModelParams& params) {
-    check_file(params.path);
+    check_gguf_file(params.path, "Llama");
     ensure_backend();
     llama_model_params mp = llama_model_default_params();
     mp.n_gpu_layers = params.n_gpu_layers;

@@ -12,6 +12,9 @@
 
 namespace lcn {
 
+// Throws ModelLoadError unless `path` names a readable file starting with the GGUF magic.
+void check_gguf_file(const std::string& path, const char* api);
+
 struct ModelParams {
     std::string path;
     int32_t n_gpu_layers = -1;  // -1: every layer on the GPU when there is one

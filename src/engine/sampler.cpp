@@ -1,28 +1,37 @@
 #include "sampler.h"
 
+#include "backend.h"
 #include "errors.h"
 #include "model.h"
 
 namespace lcn {
 
 SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
-    llama_sampler_chain_params params = llama_sampler_chain_default_params();
-    params.no_perf = true;
-    chain_ = llama_sampler_chain_init(params);
     const llama_vocab* vocab = model.vocab();
     const int32_t n_vocab = model.n_vocab();
     const auto min_keep = static_cast<size_t>(c.min_keep);
-    auto add = [this](llama_sampler* s) { llama_sampler_chain_add(chain_, s); };
 
-    if (!c.logit_bias.empty()) {
-        std::vector<llama_logit_bias> biases;
-        biases.reserve(c.logit_bias.size());
-        for (const auto& [token, bias] : c.logit_bias) {
-            model.check_token(token, "SamplingParams.logit_bias");
-            biases.push_back({token, bias});
-        }
-        add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(biases.size()), biases.data()));
+    // Everything that can fail happens before the chain exists, so nothing leaks.
+    std::vector<llama_logit_bias> biases;
+    biases.reserve(c.logit_bias.size());
+    for (const auto& [token, bias] : c.logit_bias) {
+        model.check_token(token, "SamplingParams.logit_bias");
+        biases.push_back({token, bias});
     }
+    llama_sampler* grammar = nullptr;
+    if (!c.grammar.empty()) {
+        clear_error_messages();
+        grammar = llama_sampler_init_grammar(vocab, c.grammar.c_str(), c.grammar_root.c_str());
+        if (grammar == nullptr) throw ValidationError("[LlamaGrammar] invalid grammar: " + last_error_messages());
+    }
+
+    candidates_.reserve(static_cast<size_t>(n_vocab));
+    llama_sampler_chain_params params = llama_sampler_chain_default_params();
+    params.no_perf = true;
+    chain_ = llama_sampler_chain_init(params);
+    auto add = [this](llama_sampler* s) { llama_sampler_chain_add(chain_, s); };
+    grammar_ = grammar;
+    if (!biases.empty()) add(llama_sampler_init_logit_bias(n_vocab, static_cast<int32_t>(biases.size()), biases.data()));
     const bool penalties = c.repeat_penalty != 1.0f || c.frequency_penalty != 0.0f || c.presence_penalty != 0.0f;
     if (penalties && c.penalty_last_n != 0) {
         add(llama_sampler_init_penalties(n_vocab, c.penalty_last_n, c.repeat_penalty, c.frequency_penalty,
@@ -57,11 +66,27 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
     add(llama_sampler_init_dist(c.seed));
 }
 
-SamplerChain::~SamplerChain() { llama_sampler_free(chain_); }
+SamplerChain::~SamplerChain() {
+    llama_sampler_free(chain_);
+    if (grammar_ != nullptr) llama_sampler_free(grammar_);
+}
 
 llama_token SamplerChain::sample(llama_context* ctx, int32_t output_index) {
-    // llama_sampler_sample also accepts the token into the chain (penalties, grammar).
-    return llama_sampler_sample(chain_, ctx, output_index);
+    const float* logits = llama_get_logits_ith(ctx, output_index);
+    if (logits == nullptr) throw GenerationError("[Llama.generate] no logits for output " + std::to_string(output_index));
+    const auto n_vocab = static_cast<llama_token>(candidates_.capacity());
+    candidates_.resize(static_cast<size_t>(n_vocab));
+    for (llama_token t = 0; t < n_vocab; ++t) candidates_[static_cast<size_t>(t)] = {t, logits[t], 0.0f};
+    llama_token_data_array cur = {candidates_.data(), candidates_.size(), -1, false};
+    if (grammar_ != nullptr) llama_sampler_apply(grammar_, &cur);
+    llama_sampler_apply(chain_, &cur);
+    if (cur.selected < 0 || static_cast<size_t>(cur.selected) >= cur.size) {
+        throw GenerationError("[Llama.generate] the sampler chain selected no token (grammar dead end?)");
+    }
+    const llama_token token = cur.data[cur.selected].id;
+    if (grammar_ != nullptr) llama_sampler_accept(grammar_, token);
+    llama_sampler_accept(chain_, token);
+    return token;
 }
 
 }  // namespace lcn

@@ -38,10 +38,13 @@ struct SamplingConfig {
     std::vector<std::pair<int32_t, float>> logit_bias;
     int32_t min_keep = 0;
     uint32_t seed = LLAMA_DEFAULT_SEED;
+    std::string grammar;  // GBNF; empty: unconstrained
+    std::string grammar_root = "root";
 };
 
-// Builds llama.cpp's chain in the order of llama.cpp's common sampler
-// (penalties, DRY, top-n-sigma, top-k, typical, top-p, min-p, XTC, temperature,
+// Builds llama.cpp's chain in the order of llama.cpp's common sampler (a grammar
+// first when there is one, so every later step only sees allowed tokens; then
+// penalties, DRY, top-n-sigma, top-k, typical, top-p, min-p, XTC, temperature,
 // then a final pick), so the same parameters sample the same way as its tools.
 class SamplerChain {
 public:
@@ -50,12 +53,17 @@ public:
     SamplerChain(const SamplerChain&) = delete;
     SamplerChain& operator=(const SamplerChain&) = delete;
 
+    // Samples from the logits at `output_index` and accepts the token into the
+    // grammar and the chain. No allocation: the candidate array is reused.
     llama_token sample(llama_context* ctx, int32_t output_index);
-    void accept(llama_token token) { llama_sampler_accept(chain_, token); }
-    void reset() { llama_sampler_reset(chain_); }
+    // Feeds a prompt token to the penalty history (never to the grammar, which
+    // constrains only what is generated).
+    void accept_prompt(llama_token token) { llama_sampler_accept(chain_, token); }
 
 private:
-    llama_sampler* chain_;
+    llama_sampler* chain_ = nullptr;
+    llama_sampler* grammar_ = nullptr;
+    std::vector<llama_token_data> candidates_;
 };
 
 }  // namespace lcn

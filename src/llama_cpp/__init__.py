@@ -11,7 +11,8 @@ from __future__ import annotations
 from ._logging import disable_logging, print_system_info, reset_logging, set_log_level
 from .config import LlamaConfig
 from .errors import GenerationError, LlamaError, ModelLoadError, ValidationError
-from .llama import Llama, shutdown
+from .grammar import LlamaGrammar
+from .llama import Llama, LoraAdapter, shutdown
 from .sampling import SamplingParams
 
 __version__ = "0.1.0"
@@ -20,6 +21,8 @@ __all__ = [
     "Llama",
     "LlamaConfig",
     "SamplingParams",
+    "LlamaGrammar",
+    "LoraAdapter",
     "LlamaError",
     "ModelLoadError",
     "ValidationError",

@@ -12,6 +12,7 @@ from .errors import ValidationError
 
 _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
+_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
 
 
 @dataclass(kw_only=True)
@@ -30,7 +31,9 @@ class LlamaConfig:
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
         use_mmap: memory-map the model file.
-        embeddings: compute embeddings instead of only logits.
+        embeddings: compute embeddings (for :meth:`Llama.embed`) as well as logits.
+        pooling_type: how token embeddings become one vector: ``"mean"``, ``"cls"``,
+            ``"last"``, ``"rank"`` or ``"none"``; ``None`` takes the model's.
         seed: default sampling seed; ``None`` (or ``-1``) draws a fresh one for every call.
         verbose: forward llama.cpp's info log to stderr. The log level is process-wide.
         vocab_only: load only the vocabulary (tokenize/detokenize, no generation).
@@ -49,6 +52,7 @@ class LlamaConfig:
     flash_attn: bool | None = None
     use_mmap: bool = True
     embeddings: bool = False
+    pooling_type: str | None = None
     seed: int | None = None
     verbose: bool = False
     vocab_only: bool = False
@@ -74,6 +78,10 @@ class LlamaConfig:
             require_bool(_API, "flash_attn", self.flash_attn)
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
+        if self.pooling_type is not None and self.pooling_type not in _POOLING:
+            raise ValidationError(
+                f"[{_API}] pooling_type must be one of {', '.join(_POOLING)} or None, got {self.pooling_type!r}"
+            )
         if self.chat_format is not None and not isinstance(self.chat_format, str):
             raise ValidationError(f"[{_API}] chat_format must be a str, got {self.chat_format!r}")
 
@@ -100,4 +108,5 @@ class LlamaConfig:
         params.offload_kqv = self.offload_kqv
         params.embeddings = self.embeddings
         params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
+        params.pooling_type = -1 if self.pooling_type is None else _POOLING[self.pooling_type]
         return params

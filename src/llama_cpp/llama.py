@@ -6,17 +6,38 @@ import os
 import threading
 import warnings
 import weakref
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Literal, overload
 
-from . import _core
-from ._validate import require_bool, require_int
+from . import _core, _openai
+from ._streaming import GenerationStream
+from ._validate import require_bool, require_float, require_int
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
+from .grammar import LlamaGrammar
 from .sampling import SamplingParams
 
 _live_instances: weakref.WeakSet[Llama] = weakref.WeakSet()
 _live_lock = threading.Lock()
+
+# Sequences an embedding context decodes per llama_decode when the config leaves n_seq_max at 1.
+_EMBEDDING_SEQUENCES = 16
+
+
+class LoraAdapter:
+    """A LoRA adapter loaded by :meth:`Llama.load_lora`; pass it to :meth:`Llama.remove_lora`."""
+
+    __slots__ = ("_handle", "path", "scale")
+
+    def __init__(self, handle: Any, path: str, scale: float) -> None:
+        self._handle = handle
+        self.path = path
+        self.scale = scale
+
+    def __repr__(self) -> str:
+        return f"LoraAdapter({self.path!r}, scale={self.scale})"
 
 
 class Llama:
@@ -36,6 +57,8 @@ class Llama:
     ) -> None:
         self._model: Any = None
         self._context: Any = None
+        self._chat_template: Any = None
+        self._adapters: list[LoraAdapter] = []
         unknown = set(overrides) - LlamaConfig.field_names()
         if unknown:
             raise ValidationError(f"[Llama] unknown configuration option(s): {', '.join(sorted(unknown))}")
@@ -58,7 +81,10 @@ class Llama:
             _core.set_log_level(1)
         self._model = _core.Model.load(config._model_params())
         if not config.vocab_only:
-            self._context = _core.Context(self._model, config._context_params())
+            params = config._context_params()
+            if config.embeddings and config.n_seq_max == 1:
+                params.n_seq_max = _EMBEDDING_SEQUENCES
+            self._context = _core.Context(self._model, params)
         with _live_lock:
             _live_instances.add(self)
 
@@ -68,6 +94,8 @@ class Llama:
         """Frees the context and the model. Safe to call more than once; any later
         call on this instance raises ``LlamaError``."""
         with self._lock:
+            self._chat_template = None
+            self._adapters = []
             self._context = None
             self._model = None
         with _live_lock:
@@ -82,6 +110,11 @@ class Llama:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    def reset(self) -> None:
+        """Empties the KV cache. Loaded LoRA adapters stay active."""
+        with self._lock:
+            self._require_context("reset").clear()
 
     def _require_model(self, api: str) -> Any:
         model = self._model
@@ -113,16 +146,31 @@ class Llama:
         """Context length the model was trained with."""
         return int(self._require_model("n_ctx_train").n_ctx_train)
 
+    def n_embd(self) -> int:
+        """Embedding width."""
+        return int(self._require_model("n_embd").n_embd)
+
     def token_bos(self) -> int:
+        """Id of the start-of-text token."""
         return int(self._require_model("token_bos").bos)
 
     def token_eos(self) -> int:
+        """Id of the end-of-text token."""
         return int(self._require_model("token_eos").eos)
+
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends generation (end of text, end of turn, ...)."""
+        return bool(self._require_model("is_eog").is_eog(require_int("Llama.is_eog", "token", token)))
 
     @property
     def metadata(self) -> dict[str, str]:
         """The GGUF metadata, as strings."""
         return dict(self._require_model("metadata").metadata())
+
+    @property
+    def chat_template(self) -> str:
+        """Source of the chat template in use (the model's Jinja, or a built-in's name)."""
+        return str(self._template("chat_template").source)
 
     # ---- tokens --------------------------------------------------------------------------------
 
@@ -152,6 +200,32 @@ class Llama:
 
     # ---- generation ----------------------------------------------------------------------------
 
+    @overload
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = ...,
+        *,
+        sampling: SamplingParams | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        stream: Literal[False] = ...,
+        reset_kv_cache: bool = ...,
+        grammar: LlamaGrammar | None = ...,
+    ) -> str: ...
+
+    @overload
+    def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = ...,
+        *,
+        sampling: SamplingParams | None = ...,
+        stop: str | Sequence[str] | None = ...,
+        stream: Literal[True],
+        reset_kv_cache: bool = ...,
+        grammar: LlamaGrammar | None = ...,
+    ) -> Iterator[str]: ...
+
     def generate(
         self,
         prompt: str | Sequence[int],
@@ -159,9 +233,11 @@ class Llama:
         *,
         sampling: SamplingParams | None = None,
         stop: str | Sequence[str] | None = None,
+        stream: bool = False,
         reset_kv_cache: bool = True,
-    ) -> str:
-        """Generates a continuation of ``prompt`` and returns its text.
+        grammar: LlamaGrammar | None = None,
+    ) -> str | Iterator[str]:
+        """Generates a continuation of ``prompt``.
 
         Args:
             prompt: text (special-token text like ``<|im_start|>`` is parsed, and the
@@ -170,12 +246,39 @@ class Llama:
                 ends or the context is full.
             sampling: sampler settings; default ``SamplingParams()``.
             stop: strings that end generation; they are not included in the text.
+            stream: return an iterator of text pieces instead of the text; it streams
+                as tokens are decoded (the same as :meth:`generate_stream`).
             reset_kv_cache: ``False`` keeps the KV cache of the previous call and only
                 decodes what the new prompt adds to it.
+            grammar: constrain the output with a :class:`LlamaGrammar`.
         """
-        return str(self._generate("generate", prompt, max_tokens, sampling, stop, reset_kv_cache).text)
+        require_bool("Llama.generate", "stream", stream)
+        if stream:
+            return self.generate_stream(
+                prompt, max_tokens, sampling=sampling, stop=stop, reset_kv_cache=reset_kv_cache, grammar=grammar
+            )
+        job = self._prepare("generate", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
+        return str(job(None).text)
 
-    def _generate(
+    def generate_stream(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 128,
+        *,
+        sampling: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+        reset_kv_cache: bool = True,
+        grammar: LlamaGrammar | None = None,
+    ) -> GenerationStream:
+        """Like :meth:`generate`, but returns an iterator that yields each piece of text
+        as soon as it is decoded (decoding runs on a background thread). Pieces are
+        whole UTF-8 characters and never part of a stop string. Leaving the loop early
+        (``break``) or calling ``close()`` stops decoding within one token and leaves the
+        instance ready for the next call. Arguments are validated when this is called."""
+        job = self._prepare("generate_stream", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
+        return GenerationStream(job)
+
+    def _prepare(
         self,
         api: str,
         prompt: str | Sequence[int],
@@ -183,8 +286,13 @@ class Llama:
         sampling: SamplingParams | None,
         stop: str | Sequence[str] | None,
         reset_kv_cache: bool,
-        on_text: Any = None,
+        grammar: LlamaGrammar | None,
+        *,
+        logprobs: int = -1,
+        add_bos: bool = True,
     ) -> Any:
+        """Validates a generation request and returns a function that runs it
+        (given an optional text callback) and returns the C++ GenerationResult."""
         full_api = f"Llama.{api}"
         if max_tokens is not None:
             require_int(full_api, "max_tokens", max_tokens, minimum=1)
@@ -192,25 +300,275 @@ class Llama:
             sampling = SamplingParams()
         elif not isinstance(sampling, SamplingParams):
             raise ValidationError(f"[{full_api}] sampling must be a SamplingParams, got {type(sampling).__name__}")
+        if grammar is not None and not isinstance(grammar, LlamaGrammar):
+            raise ValidationError(f"[{full_api}] grammar must be a LlamaGrammar, got {type(grammar).__name__}")
         stops = _stop_list(full_api, stop)
         require_bool(full_api, "reset_kv_cache", reset_kv_cache)
+        context = self._require_context(api)
+        if isinstance(prompt, str):
+            tokens = list(self._model.tokenize(prompt, add_bos, True))
+        else:
+            tokens = _token_list(full_api, prompt)
+        if not tokens:
+            raise ValidationError(f"[{full_api}] the prompt is empty")
+        n_ctx = context.n_ctx
+        if len(tokens) >= n_ctx:
+            raise ValidationError(
+                f"[{full_api}] the prompt has {len(tokens)} tokens but the context holds n_ctx={n_ctx} "
+                "(and needs room for at least one generated token)"
+            )
+        native = sampling._native(self.config.seed)
+        if grammar is not None:
+            native.grammar = grammar.gbnf
+            native.grammar_root = grammar.root
+
+        def run(on_text: Any) -> Any:
+            with self._lock:
+                live = self._require_context(api)
+                return live.generate(tokens, max_tokens or 0, native, stops, not reset_kv_cache, False, logprobs,
+                                     on_text)
+
+        return run
+
+    # ---- OpenAI-shaped completions (llama-cpp-python's dicts) ---------------------------------
+
+    def create_completion(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 16,
+        temperature: float = 0.8,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+        seed: int | None = None,
+        top_k: int = 40,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        logprobs: int | None = None,
+        echo: bool = False,
+        grammar: LlamaGrammar | None = None,
+        logit_bias: dict[int, float] | None = None,
+        model: str | None = None,
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """A text completion in llama-cpp-python's (OpenAI's) shape: a dict with ``id``,
+        ``object="text_completion"``, ``created``, ``model``, ``choices`` and ``usage``, or
+        with ``stream=True`` an iterator of such chunks. ``max_tokens`` None or <= 0 runs
+        until the model stops or the context is full. ``logprobs=N`` adds each token's
+        log-probability and the N most likely alternatives."""
+        sampling = SamplingParams(
+            temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
+        )
+        if logprobs is not None:
+            require_int("Llama.create_completion", "logprobs", logprobs, minimum=0, maximum=20)
+        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
+        job = self._prepare("create_completion", prompt, limit, sampling, stop, True, grammar,
+                            logprobs=-1 if logprobs is None else logprobs)
+        prompt_text = prompt if isinstance(prompt, str) else self.detokenize(prompt).decode("utf-8", "replace")
+        name = model or self.model_path
+        if stream:
+            return _openai.completion_chunks(GenerationStream(job), name, prompt_text if echo else "")
+        result = job(None)
+        return _openai.completion(result, name, prompt_text if echo else "", self._piece_texts(result)
+                                  if logprobs is not None else None)
+
+    __call__ = create_completion
+
+    def create_chat_completion(
+        self,
+        messages: Sequence[dict[str, Any]],
+        max_tokens: int | None = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        min_p: float = 0.05,
+        typical_p: float = 1.0,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+        seed: int | None = None,
+        top_k: int = 40,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
+        response_format: dict[str, Any] | None = None,
+        grammar: LlamaGrammar | None = None,
+        logit_bias: dict[int, float] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
+        model: str | None = None,
+    ) -> dict[str, Any] | Iterator[dict[str, Any]]:
+        """A chat completion in llama-cpp-python's (OpenAI's) shape (``object`` is
+        ``chat.completion``, or ``chat.completion.chunk`` for each streamed chunk).
+
+        The conversation is rendered with the model's own chat template (llama.cpp's
+        Jinja engine) or the built-in named by ``LlamaConfig(chat_format=...)``.
+        ``response_format={"type": "json_object"}`` constrains the reply to JSON; add
+        ``"schema": {...}`` (or use ``{"type": "json_schema", "json_schema": {"schema": ...}}``)
+        to constrain it to a JSON schema. ``grammar`` takes any :class:`LlamaGrammar`.
+        """
+        api = "Llama.create_chat_completion"
+        pairs = _openai.chat_messages(api, messages)
+        grammar = _openai.grammar_for(api, response_format, grammar)
+        require_bool(api, "logprobs", logprobs)
+        n_logprobs = -1
+        if logprobs:
+            n_logprobs = require_int(api, "top_logprobs", top_logprobs if top_logprobs is not None else 0,
+                                     minimum=0, maximum=20)
+        sampling = SamplingParams(
+            temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
+        )
+        with self._lock:
+            prompt, template_stops = self._template("create_chat_completion").render(pairs, True)
+        stops = _stop_list(api, stop) + [s for s in template_stops if s]
+        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
+        job = self._prepare("create_chat_completion", prompt, limit, sampling, stops, True, grammar,
+                            logprobs=n_logprobs)
+        name = model or self.model_path
+        if stream:
+            return _openai.chat_chunks(GenerationStream(job), name)
+        result = job(None)
+        return _openai.chat_completion(result, name, self._piece_texts(result) if logprobs else None)
+
+    def _template(self, api: str) -> Any:
+        if self._chat_template is None:
+            self._chat_template = _core.ChatTemplate(self._require_model(api), self.config.chat_format or "")
+        return self._chat_template
+
+    def _piece_texts(self, result: Any) -> dict[int, str]:
+        """Text of every token that appears in a result's tokens or top alternatives."""
+        model = self._require_model("logprobs")
+        ids = set(result.tokens)
+        for alternatives in result.top_logprobs:
+            ids.update(t for t, _ in alternatives)
+        return {t: model.detokenize([t], False).decode("utf-8", "replace") for t in ids}
+
+    # ---- embeddings ----------------------------------------------------------------------------
+
+    @overload
+    def embed(self, input: str, normalize: bool = ...) -> list[float]: ...
+
+    @overload
+    def embed(self, input: Sequence[str], normalize: bool = ...) -> list[list[float]]: ...
+
+    def embed(self, input: str | Sequence[str], normalize: bool = True) -> list[float] | list[list[float]]:
+        """Embedding of a text, or one per text of a list (many per decode). Needs
+        ``LlamaConfig(embeddings=True)``. Pooling is the model's (or
+        ``LlamaConfig(pooling_type=...)``); a model without pooling gets the mean of its
+        token embeddings. ``normalize`` scales each vector to unit length."""
+        single = isinstance(input, str)
+        vectors, _ = self._embed("embed", [input] if single else input, normalize)  # type: ignore[list-item]
+        return vectors[0] if single else vectors
+
+    def create_embedding(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
+        """Embeddings in llama-cpp-python's (OpenAI's) shape: ``{"object": "list", "data":
+        [{"object": "embedding", "embedding": [...], "index": i}, ...], "model", "usage"}``."""
+        texts = [input] if isinstance(input, str) else input
+        vectors, n_tokens = self._embed("create_embedding", texts, True)
+        return _openai.embedding(vectors, n_tokens, model or self.model_path)
+
+    def _embed(self, api: str, texts: Sequence[str], normalize: bool) -> tuple[list[list[float]], int]:
+        full_api = f"Llama.{api}"
+        require_bool(full_api, "normalize", normalize)
+        if not self.config.embeddings:
+            raise ValidationError(f"[{full_api}] embeddings need LlamaConfig(embeddings=True)")
+        if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
+            raise ValidationError(f"[{full_api}] input must be a str or a list of str")
         with self._lock:
             context = self._require_context(api)
-            if isinstance(prompt, str):
-                tokens = list(self._model.tokenize(prompt, True, True))
+            tokens = [list(self._model.tokenize(t, True, False)) for t in texts]
+            vectors = context.embed(tokens, normalize)
+        return [list(v) for v in vectors], sum(len(t) for t in tokens)
+
+    # ---- state ---------------------------------------------------------------------------------
+
+    def get_state(self) -> bytes:
+        """The context's state (KV cache and which tokens it holds) as bytes."""
+        with self._lock:
+            return bytes(self._require_context("get_state").get_state())
+
+    def set_state(self, state: bytes) -> None:
+        """Restores :meth:`get_state` bytes. Continuing with ``reset_kv_cache=False`` then
+        gives the same tokens as continuing from the original. Raises ``ValidationError``
+        for a state of another model."""
+        if not isinstance(state, (bytes, bytearray, memoryview)):
+            raise ValidationError(f"[Llama.set_state] state must be bytes, got {type(state).__name__}")
+        with self._lock:
+            self._require_context("set_state").set_state(bytes(state))
+
+    def save_state(self, path: str | os.PathLike[str]) -> None:
+        """Writes :meth:`get_state` to a file."""
+        Path(path).write_bytes(self.get_state())
+
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        """Restores a state written by :meth:`save_state`."""
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise ValidationError(f"[Llama.load_state] cannot read '{os.fspath(path)}': {exc.strerror}") from None
+        self.set_state(data)
+
+    # ---- LoRA ----------------------------------------------------------------------------------
+
+    def load_lora(self, path: str | os.PathLike[str], scale: float = 1.0) -> LoraAdapter:
+        """Loads a LoRA adapter (GGUF) and activates it with ``scale``. Adapters stay active
+        across :meth:`reset` until removed. The KV cache is cleared, since it was computed
+        without the adapter."""
+        scale = require_float("Llama.load_lora", "scale", scale)
+        with self._lock:
+            context = self._require_context("load_lora")
+            handle = _core.LoraAdapter.load(self._model, os.fspath(path))
+            adapter = LoraAdapter(handle, os.fspath(path), scale)
+            self._apply_adapters(context, [*self._adapters, adapter])
+        return adapter
+
+    def remove_lora(self, adapter: LoraAdapter | str | os.PathLike[str]) -> None:
+        """Deactivates an adapter (the object :meth:`load_lora` returned, or its path)."""
+        with self._lock:
+            context = self._require_context("remove_lora")
+            if isinstance(adapter, LoraAdapter):
+                keep = [a for a in self._adapters if a is not adapter]
             else:
-                tokens = _token_list(full_api, prompt)
-            if not tokens:
-                raise ValidationError(f"[{full_api}] the prompt is empty")
-            n_ctx = context.n_ctx
-            if len(tokens) >= n_ctx:
-                raise ValidationError(
-                    f"[{full_api}] the prompt has {len(tokens)} tokens but the context holds n_ctx={n_ctx} "
-                    "(and needs room for at least one generated token)"
-                )
-            return context.generate(
-                tokens, max_tokens or 0, sampling._native(self.config.seed), stops, not reset_kv_cache, False, on_text
-            )
+                keep = [a for a in self._adapters if a.path != os.fspath(adapter)]
+            if len(keep) == len(self._adapters):
+                raise ValidationError(f"[Llama.remove_lora] {adapter!r} is not loaded")
+            self._apply_adapters(context, keep)
+
+    def clear_lora(self) -> None:
+        """Deactivates every adapter."""
+        with self._lock:
+            self._apply_adapters(self._require_context("clear_lora"), [])
+
+    @property
+    def lora_adapters(self) -> list[LoraAdapter]:
+        return list(self._adapters)
+
+    def _apply_adapters(self, context: Any, adapters: list[LoraAdapter]) -> None:
+        context.set_adapters([(a._handle, a.scale) for a in adapters])
+        context.clear()
+        self._adapters = adapters
+
+    # ---- performance counters ------------------------------------------------------------------
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's counters for this context: ``t_load_ms``, ``t_prompt_eval_ms``,
+        ``t_eval_ms``, ``n_prompt_eval`` (prompt tokens decoded), ``n_eval`` (generated
+        tokens decoded), ``n_graph_reused``."""
+        return dict(self._require_context("perf").perf())
+
+    def perf_reset(self) -> None:
+        """Zeroes the counters of :meth:`perf`."""
+        self._require_context("perf_reset").perf_reset()
 
 
 def _token_list(api: str, tokens: Any) -> list[int]:

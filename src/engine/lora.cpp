@@ -1,0 +1,25 @@
+#include "lora.h"
+
+#include "backend.h"
+#include "errors.h"
+
+namespace lcn {
+
+std::shared_ptr<LoraAdapter> LoraAdapter::load(std::shared_ptr<Model> model, const std::string& path) {
+    check_gguf_file(path, "Llama.load_lora");
+    clear_error_messages();
+    llama_adapter_lora* adapter = llama_adapter_lora_init(model->get(), path.c_str());
+    if (adapter == nullptr) {
+        std::string reason = last_error_messages();
+        if (reason.empty()) reason = "llama.cpp rejected the adapter";
+        throw ValidationError("[Llama.load_lora] cannot apply LoRA adapter '" + path + "' to this model: " + reason);
+    }
+    return std::shared_ptr<LoraAdapter>(new LoraAdapter(std::move(model), adapter, path));
+}
+
+LoraAdapter::LoraAdapter(std::shared_ptr<Model> model, llama_adapter_lora* adapter, std::string path)
+    : model_(std::move(model)), adapter_(adapter), path_(std::move(path)) {}
+
+LoraAdapter::~LoraAdapter() { llama_adapter_lora_free(adapter_); }
+
+}  // namespace lcn

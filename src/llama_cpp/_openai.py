@@ -1,0 +1,194 @@
+"""Dicts in llama-cpp-python's (OpenAI's) shapes, and the argument handling of the
+OpenAI-style methods. No generation logic lives here."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from ._streaming import GenerationStream
+from .errors import ValidationError
+from .grammar import LlamaGrammar
+
+
+def _usage(result: Any) -> dict[str, int]:
+    prompt, completion = int(result.n_prompt_tokens), len(result.tokens)
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+
+
+def _finish_reason(result: Any) -> str:
+    # A cancelled generation only happens when a stream is closed early; report it as
+    # OpenAI does any generation cut short by the caller.
+    return "length" if result.finish_reason == "length" else "stop"
+
+
+def _completion_logprobs(result: Any, pieces: dict[int, str], offset: int) -> dict[str, Any]:
+    tokens = [pieces[t] for t in result.tokens]
+    offsets = []
+    for text in tokens:
+        offsets.append(offset)
+        offset += len(text)
+    return {
+        "tokens": tokens,
+        "text_offset": offsets,
+        "token_logprobs": list(result.token_logprobs),
+        "top_logprobs": [{pieces[t]: lp for t, lp in alternatives} for alternatives in result.top_logprobs],
+    }
+
+
+def completion(result: Any, model: str, echo_prefix: str, pieces: dict[int, str] | None) -> dict[str, Any]:
+    return {
+        "id": f"cmpl-{uuid.uuid4()}",
+        "object": "text_completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "text": echo_prefix + str(result.text),
+                "index": 0,
+                "logprobs": None if pieces is None else _completion_logprobs(result, pieces, len(echo_prefix)),
+                "finish_reason": _finish_reason(result),
+            }
+        ],
+        "usage": _usage(result),
+    }
+
+
+def completion_chunks(stream: GenerationStream, model: str, echo_prefix: str) -> Iterator[dict[str, Any]]:
+    cid, created = f"cmpl-{uuid.uuid4()}", int(time.time())
+
+    def chunk(text: str, finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "text_completion",
+            "created": created,
+            "model": model,
+            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    with stream:
+        if echo_prefix:
+            yield chunk(echo_prefix, None)
+        for piece in stream:
+            yield chunk(piece, None)
+        yield chunk("", _finish_reason(stream.result))
+
+
+def _chat_logprobs(result: Any, pieces: dict[int, str]) -> dict[str, Any]:
+    content = []
+    for token, lp, alternatives in zip(result.tokens, result.token_logprobs, result.top_logprobs):
+        text = pieces[token]
+        content.append(
+            {
+                "token": text,
+                "logprob": lp,
+                "bytes": list(text.encode()),
+                "top_logprobs": [
+                    {"token": pieces[t], "logprob": alp, "bytes": list(pieces[t].encode())} for t, alp in alternatives
+                ],
+            }
+        )
+    return {"content": content}
+
+
+def chat_completion(result: Any, model: str, pieces: dict[int, str] | None) -> dict[str, Any]:
+    return {
+        "id": f"chatcmpl-{uuid.uuid4()}",
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": str(result.text)},
+                "logprobs": None if pieces is None else _chat_logprobs(result, pieces),
+                "finish_reason": _finish_reason(result),
+            }
+        ],
+        "usage": _usage(result),
+    }
+
+
+def chat_chunks(stream: GenerationStream, model: str) -> Iterator[dict[str, Any]]:
+    cid, created = f"chatcmpl-{uuid.uuid4()}", int(time.time())
+
+    def chunk(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+        return {
+            "id": cid,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+        }
+
+    with stream:
+        yield chunk({"role": "assistant"}, None)
+        for piece in stream:
+            yield chunk({"content": piece}, None)
+        yield chunk({}, _finish_reason(stream.result))
+
+
+def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str, Any]:
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "embedding": v, "index": i} for i, v in enumerate(vectors)],
+        "model": model,
+        "usage": {"prompt_tokens": n_tokens, "total_tokens": n_tokens},
+    }
+
+
+def chat_messages(api: str, messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(role, content) pairs from OpenAI-style messages; content may be a string, None,
+    or a list of ``{"type": "text", "text": ...}`` parts."""
+    if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Sequence):
+        raise ValidationError(f"[{api}] messages must be a list of dicts")
+    if not messages:
+        raise ValidationError(f"[{api}] messages is empty")
+    pairs = []
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise ValidationError(f"[{api}] messages[{i}] must be a dict, got {type(message).__name__}")
+        role = message.get("role")
+        if not isinstance(role, str) or not role:
+            raise ValidationError(f"[{api}] messages[{i}] needs a 'role' string")
+        content = message.get("content")
+        if content is None:
+            text = ""
+        elif isinstance(content, str):
+            text = content
+        elif isinstance(content, list):
+            parts = []
+            for part in content:
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
+                    raise ValidationError(f"[{api}] messages[{i}].content parts must be {{'type': 'text', 'text': str}}")
+                parts.append(part["text"])
+            text = "".join(parts)
+        else:
+            raise ValidationError(f"[{api}] messages[{i}].content must be a str, a list of text parts, or None")
+        pairs.append((role, text))
+    return pairs
+
+
+def grammar_for(api: str, response_format: dict[str, Any] | None, grammar: LlamaGrammar | None) -> LlamaGrammar | None:
+    """The grammar a chat request asks for, through ``grammar`` or ``response_format``."""
+    if response_format is None:
+        return grammar
+    if not isinstance(response_format, dict):
+        raise ValidationError(f"[{api}] response_format must be a dict, got {type(response_format).__name__}")
+    if grammar is not None:
+        raise ValidationError(f"[{api}] give either grammar or response_format, not both")
+    kind = response_format.get("type")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        schema = response_format.get("schema")
+        return LlamaGrammar.json() if schema is None else LlamaGrammar.from_json_schema(schema)
+    if kind == "json_schema":
+        spec = response_format.get("json_schema")
+        schema = spec.get("schema") if isinstance(spec, dict) else None
+        if schema is None:
+            raise ValidationError(f"[{api}] response_format json_schema needs json_schema.schema")
+        return LlamaGrammar.from_json_schema(schema)
+    raise ValidationError(f"[{api}] response_format type must be 'text', 'json_object' or 'json_schema', got {kind!r}")
