@@ -79,3 +79,14 @@ def gemma3(gemma3_path):
 
     with Llama(gemma3_path, n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS) as llm:
         yield llm
+
+
+@pytest.fixture(scope="session")
+def gguf(llama_cpp_tree):
+    """llama.cpp's gguf-py (from the pinned tree), for writing test GGUF files."""
+    import sys
+
+    sys.path.insert(0, str(llama_cpp_tree / "gguf-py"))
+    import gguf as module
+
+    return module

@@ -42,3 +42,11 @@ def test_version_and_system_info():
     assert llama_cpp.__version__
     info = _core.system_info()
     assert "CPU" in info
+
+
+def test_stubs_match_the_reference():
+    """The generated stub equals tests/stubs/_core.pyi.ref: a change to the binding's
+    signatures must update the reference (copy the installed _core.pyi over it)."""
+    package = Path(llama_cpp.__file__).parent
+    reference = Path(__file__).parent / "stubs" / "_core.pyi.ref"
+    assert (package / "_core.pyi").read_text() == reference.read_text()

@@ -28,6 +28,11 @@ class GenerationStream:
         self._finished = False
         self.result: Any = None
 
+    @property
+    def running(self) -> bool:
+        """True while the background thread is still generating."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _on_text(self, piece: str) -> bool:
         if piece:
             self._queue.put((_TEXT, piece))

@@ -194,6 +194,11 @@ class Llama:
         ids = _token_list("Llama.detokenize", tokens)
         return bytes(self._require_model("detokenize").detokenize(ids, special))
 
+    def cached_tokens(self) -> list[int]:
+        """Token ids the KV cache holds now: what ``reset_kv_cache=False`` can reuse."""
+        with self._lock:
+            return list(self._require_context("cached_tokens").cached_tokens(0))
+
     def n_tokens(self, text: str | bytes) -> int:
         """How many tokens ``text`` is as a prompt (start tokens and special tokens included)."""
         return len(self.tokenize(text, add_bos=True, special=True))

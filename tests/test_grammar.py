@@ -1,0 +1,122 @@
+"""Structured output: GBNF grammars, JSON mode and JSON schemas (llama.cpp's converter)."""
+
+from __future__ import annotations
+
+import json
+
+import jsonschema
+import pytest
+
+from llama_cpp import LlamaGrammar, SamplingParams, ValidationError
+
+SCHEMAS = [
+    {
+        "type": "object",
+        "properties": {"name": {"type": "string", "maxLength": 20}, "age": {"type": "integer", "minimum": 0, "maximum": 120}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {
+            "colour": {"enum": ["red", "green", "blue"]},
+            "tags": {"type": "array", "items": {"type": "string", "maxLength": 10}, "minItems": 1, "maxItems": 3},
+        },
+        "required": ["colour", "tags"],
+        "additionalProperties": False,
+    },
+    {
+        "type": "object",
+        "properties": {
+            "user": {
+                "type": "object",
+                "properties": {"id": {"type": "integer"}, "admin": {"type": "boolean"}},
+                "required": ["id", "admin"],
+                "additionalProperties": False,
+            }
+        },
+        "required": ["user"],
+        "additionalProperties": False,
+    },
+]
+
+
+def test_gbnf_constrains_output(smollm2):
+    grammar = LlamaGrammar.from_string('root ::= "yes" | "no"')
+    for seed in range(3):
+        text = smollm2.generate("Is the sky blue? Answer:", max_tokens=8, grammar=grammar,
+                                sampling=SamplingParams(temperature=1.0, seed=seed))
+        assert text in {"yes", "no"}
+
+
+def test_grammar_respects_sampling_parameters(smollm2):
+    grammar = LlamaGrammar.from_string('root ::= [a-z]{3,8}')
+    greedy = {smollm2.generate("A word:", max_tokens=10, grammar=grammar, sampling=SamplingParams(temperature=0))
+              for _ in range(2)}
+    assert len(greedy) == 1
+    hot = {smollm2.generate("A word:", max_tokens=10, grammar=grammar,
+                            sampling=SamplingParams(temperature=2.0, top_k=0, top_p=1.0, min_p=0.0, seed=s))
+           for s in range(6)}
+    assert len(hot) > 1
+    assert all(w.isalpha() and w.islower() and 3 <= len(w) <= 8 for w in hot | greedy)
+
+
+@pytest.mark.parametrize(
+    "gbnf, match",
+    [
+        ('root ::= ("yes" | "no"', "expecting '\\)'"),
+        ("root ::= missing", "[Uu]ndefined rule"),
+        ('start ::= "x"', "root"),
+        ("root ::= [a-", "unexpected end of input"),
+        ('root ::= "unterminated', "unexpected end of input"),
+    ],
+)
+def test_invalid_grammar_raises_with_parser_message(gbnf, match):
+    with pytest.raises(ValidationError, match=match):
+        LlamaGrammar.from_string(gbnf)
+
+
+def test_json_mode(smollm2):
+    out = smollm2.create_chat_completion(
+        [{"role": "user", "content": 'Return a JSON object with a single key "ok" set to true.'}],
+        max_tokens=200, temperature=0, response_format={"type": "json_object"},
+    )
+    assert out["choices"][0]["finish_reason"] == "stop"
+    assert isinstance(json.loads(out["choices"][0]["message"]["content"]), dict)
+
+
+@pytest.mark.parametrize("schema", SCHEMAS, ids=["required", "enum-array", "nested"])
+def test_json_schema_output_validates(smollm2, schema):
+    out = smollm2.create_chat_completion(
+        [{"role": "user", "content": "Give me an example."}],
+        max_tokens=200, temperature=0, response_format={"type": "json_object", "schema": schema},
+    )
+    assert out["choices"][0]["finish_reason"] == "stop", out
+    jsonschema.validate(json.loads(out["choices"][0]["message"]["content"]), schema)
+
+
+def test_openai_json_schema_format(smollm2):
+    schema = SCHEMAS[1]
+    out = smollm2.create_chat_completion(
+        [{"role": "user", "content": "Pick a colour."}], max_tokens=200, temperature=0,
+        response_format={"type": "json_schema", "json_schema": {"name": "pick", "schema": schema}},
+    )
+    jsonschema.validate(json.loads(out["choices"][0]["message"]["content"]), schema)
+
+
+def test_from_json_schema_is_llama_cpp_conversion_and_cached():
+    g1 = LlamaGrammar.from_json_schema(SCHEMAS[0])
+    g2 = LlamaGrammar.from_json_schema(dict(reversed(list(SCHEMAS[0].items()))))
+    assert g1 is g2
+    assert "root ::=" in g1.gbnf
+
+
+def test_invalid_schema():
+    with pytest.raises(ValidationError, match="from_json_schema"):
+        LlamaGrammar.from_json_schema("{not json")
+
+
+def test_grammar_and_response_format_conflict(smollm2):
+    with pytest.raises(ValidationError, match="either grammar or response_format"):
+        smollm2.create_chat_completion([{"role": "user", "content": "x"}], grammar=LlamaGrammar.json(),
+                                       response_format={"type": "json_object"})

@@ -1,0 +1,105 @@
+"""Streaming: pieces as they are decoded, stop strings and UTF-8 safe, cancellable."""
+
+from __future__ import annotations
+
+import pytest
+
+from llama_cpp import SamplingParams, ValidationError
+
+GREEDY = SamplingParams(temperature=0.0)
+
+
+def test_stream_equals_generate(smollm2):
+    prompt = "Once upon a time"
+    text = smollm2.generate(prompt, max_tokens=48, sampling=GREEDY)
+    pieces = list(smollm2.generate_stream(prompt, max_tokens=48, sampling=GREEDY))
+    assert len(pieces) > 5
+    assert "".join(pieces) == text
+
+
+def test_generate_stream_flag_streams(smollm2):
+    prompt = "The capital of France is"
+    stream = smollm2.generate(prompt, max_tokens=16, sampling=GREEDY, stream=True)
+    assert not isinstance(stream, str)
+    assert "".join(stream) == smollm2.generate(prompt, max_tokens=16, sampling=GREEDY)
+
+
+def test_pieces_arrive_while_decoding(smollm2):
+    stream = smollm2.generate_stream("Tell me a long story", max_tokens=200, sampling=GREEDY)
+    first = next(stream)
+    assert first
+    # The first piece is in our hands while the worker is still decoding the rest.
+    assert stream.result is None and stream.running
+    stream.close()
+
+
+def test_early_break_stops_decoding(smollm2):
+    smollm2.perf_reset()
+    for i, _ in enumerate(smollm2.generate_stream("Tell me a long story", max_tokens=400, sampling=GREEDY)):
+        if i == 2:
+            break
+    n_eval = smollm2.perf()["n_eval"]
+    assert n_eval < 10, f"decoded {n_eval} tokens after the consumer left"
+    # The instance is ready for the next call, with the same result as before.
+    assert smollm2.generate("The capital of France is", max_tokens=8, sampling=GREEDY)
+
+
+def test_stop_strings_never_leak(smollm2):
+    prompt = "The capital of France is"
+    full = smollm2.generate(prompt, max_tokens=32, sampling=GREEDY)
+    stop = full[10:14]
+    pieces = list(smollm2.generate_stream(prompt, max_tokens=32, sampling=GREEDY, stop=[stop]))
+    joined = "".join(pieces)
+    assert joined == full[: full.index(stop)]
+    assert all(stop not in p for p in pieces)
+
+
+def test_multibyte_characters_are_never_split(gemma3):
+    prompt = "日本の首都は"
+    pieces = list(gemma3.generate_stream(prompt, max_tokens=64, sampling=GREEDY))
+    joined = "".join(pieces)
+    assert any(ord(c) > 0x2FFF for c in joined), joined  # CJK or emoji came out
+    for piece in pieces:
+        assert "\ufffd" not in piece
+        piece.encode("utf-8")  # whole characters only
+    assert joined == gemma3.generate(prompt, max_tokens=64, sampling=GREEDY)
+
+
+def test_arguments_are_validated_at_call_time(smollm2):
+    with pytest.raises(ValidationError, match="max_tokens=0"):
+        smollm2.generate_stream("Hello", max_tokens=0)
+
+
+def test_errors_propagate_through_the_stream(smollm2):
+    bad = SamplingParams(logit_bias={smollm2.n_vocab() + 5: 1.0})
+    stream = smollm2.generate_stream("Hello", max_tokens=4, sampling=bad)
+    with pytest.raises(ValidationError, match="logit_bias"):
+        list(stream)
+    assert smollm2.generate("Hello", max_tokens=2, sampling=GREEDY)
+
+
+def test_context_full_finishes_with_length(smollm2_path):
+    from llama_cpp import Llama
+
+    with Llama(smollm2_path, n_ctx=256, n_threads=2) as llm:
+        never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
+        out = llm.create_completion("Count: 1 2 3", max_tokens=None, temperature=0.0,
+                                    logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
+        assert out["choices"][0]["finish_reason"] == "length"
+        assert out["usage"]["total_tokens"] >= llm.n_ctx() - 1
+        stream = llm.generate_stream("Count: 1 2 3", max_tokens=None, sampling=never_end)
+        assert "".join(stream) and stream.result.finish_reason == "length"
+
+
+def test_kv_cache_reuse_decodes_only_new_tokens(smollm2):
+    smollm2.generate("The capital of France is Paris. The capital of Germany is", max_tokens=4, sampling=GREEDY)
+    cached = smollm2.cached_tokens()
+    follow_up = cached + smollm2.tokenize(" And the capital of Italy is", add_bos=False)
+    n_new = len(follow_up) - len(cached)
+    smollm2.perf_reset()
+    continued = smollm2.generate(follow_up, max_tokens=8, sampling=GREEDY, reset_kv_cache=False)
+    assert smollm2.perf()["n_prompt_eval"] <= n_new + 1
+    smollm2.perf_reset()
+    fresh = smollm2.generate(follow_up, max_tokens=8, sampling=GREEDY, reset_kv_cache=True)
+    assert smollm2.perf()["n_prompt_eval"] >= len(follow_up) - 1
+    assert continued == fresh
