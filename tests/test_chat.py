@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import real_weights
+
 from llama_cpp import Llama, ValidationError
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
@@ -33,6 +35,7 @@ def test_model_template_is_rendered_by_jinja(smollm2):
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 
 
+@real_weights
 def test_reply_ends_at_end_of_turn(smollm2):
     out = smollm2.create_chat_completion([{"role": "user", "content": "Say hello."}], max_tokens=64, temperature=0)
     choice = out["choices"][0]

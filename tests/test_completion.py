@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
+from conftest import real_weights
 
+
+@real_weights
 def test_completion_shape(smollm2):
     out = smollm2.create_completion("The capital of France is", max_tokens=8, temperature=0)
     assert set(out) == {"id", "object", "created", "model", "choices", "usage"}

@@ -7,6 +7,8 @@ import json
 import jsonschema
 import pytest
 
+from conftest import real_weights
+
 from llama_cpp import LlamaGrammar, SamplingParams, ValidationError
 
 SCHEMAS = [
@@ -76,6 +78,7 @@ def test_invalid_grammar_raises_with_parser_message(gbnf, match):
         LlamaGrammar.from_string(gbnf)
 
 
+@real_weights
 def test_json_mode(smollm2):
     out = smollm2.create_chat_completion(
         [{"role": "user", "content": 'Return a JSON object with a single key "ok" set to true.'}],
@@ -86,6 +89,7 @@ def test_json_mode(smollm2):
 
 
 @pytest.mark.parametrize("schema", SCHEMAS, ids=["required", "enum-array", "nested"])
+@real_weights
 def test_json_schema_output_validates(smollm2, schema):
     out = smollm2.create_chat_completion(
         [{"role": "user", "content": "Give me an example."}],
@@ -95,6 +99,7 @@ def test_json_schema_output_validates(smollm2, schema):
     jsonschema.validate(json.loads(out["choices"][0]["message"]["content"]), schema)
 
 
+@real_weights
 def test_openai_json_schema_format(smollm2):
     schema = SCHEMAS[1]
     out = smollm2.create_chat_completion(

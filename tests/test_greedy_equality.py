@@ -22,7 +22,7 @@ def completion_text(reference_tool, model_path, prompt: str) -> str:
     out = reference_tool(
         "llama-completion", "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT), "--temp", "0",
         "-no-cnv", "--no-display-prompt", "--no-warmup", "-c", str(N_CTX), "-b", str(N_BATCH),
-        "-t", str(N_THREADS), "-s", "1",
+        "-t", str(N_THREADS), "-s", "1", "-ngl", "99",
     )
     # llama-completion prints the generated text, " [end of text]\n" if the model ended
     # it, then a final "\n\n".

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import threading
 
+from conftest import real_weights
+
 from llama_cpp import Llama, LlamaConfig, SamplingParams
 
 
+@real_weights
 def test_generate_returns_text(smollm2):
     text = smollm2.generate("The capital of France is", max_tokens=8, sampling=SamplingParams.greedy())
     assert isinstance(text, str)
@@ -38,6 +41,7 @@ def test_sampling_parameters_change_the_output(smollm2):
     assert len(outputs | {greedy}) > 1
 
 
+@real_weights
 def test_stop_sequence_is_not_in_output(smollm2):
     sampling = SamplingParams.greedy()
     full = smollm2.generate("The capital of France is", max_tokens=24, sampling=sampling)

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from conftest import MODELS, ROOT
+from conftest import MODELS, ROOT, real_weights
 
 SNIPPETS = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
 
@@ -16,6 +16,7 @@ def test_readme_has_snippets():
 
 
 @pytest.mark.parametrize("index", range(len(SNIPPETS)))
+@real_weights
 def test_readme_snippet_runs(index, smollm2_path, capsys):
     code = SNIPPETS[index].replace('"models/', f'"{MODELS}/')
     exec(compile(code, f"README.md snippet {index}", "exec"), {"__name__": "__readme__"})

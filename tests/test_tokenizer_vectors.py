@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LLAMA_CPP_SOURCE
+from conftest import LLAMA_CPP_SOURCE, real_weights
 from llama_cpp import Llama
 
 SEPARATOR = b"\n__ggml_vocab_test__\n"
@@ -23,6 +23,7 @@ def read_vectors(vocab: Path) -> list[tuple[bytes, list[int]]]:
     return [(text, [int(t) for t in line.split()]) for text, line in zip(inputs, outputs)]
 
 
+@real_weights
 def test_vectors_were_found(llama_cpp_tree):
     assert len(VOCABS) >= 10, f"expected the tree's vocab test files, found {VOCABS}"
 

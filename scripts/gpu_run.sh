@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# On the GPU machine (device tool; see docs/GPU.md): build llama.cpp and the package with
+# CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
+# (scripts/pack_for_device.sh) carried along; reaches no network.
+#
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big]     (default: all but big)
+# Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+dev=$root/.device
+prefix=$root/build/cuda-prefix
+# The machine is disposable: install into its own Python (the one that has numpy, pytest, ...).
+py=${GPU_PYTHON:-python3}
+models=$root/build/gpu-models
+out=${OUT:-$root/build/gpu-out}
+mkdir -p "$out" "$models"
+export LLAMA_CPP_SOURCE_DIR=$root/third_party/llama.cpp
+phases=${*:-setup build models test bench}
+stamp() { echo "[$(date +%H:%M:%S)] $*"; }
+
+setup() {
+  if [ ! -f "$LLAMA_CPP_SOURCE_DIR/CMakeLists.txt" ]; then
+    mkdir -p third_party && tar -C third_party -xzf "$dev/llama.cpp.tar.gz"
+    printf 'llama_cpp_python-0.3.36.tar.gz (trimmed for the GPU machine) commit 0c1e570\n' \
+      > "$LLAMA_CPP_SOURCE_DIR/.llama-cpp-nanobind-source"
+  fi
+  "$py" -m pip install -q --no-index --no-deps "$dev"/wheels/*.whl
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
+}
+
+build() {
+  stamp "llama.cpp with CUDA"
+  CMAKE_ARGS="-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}" \
+    LLAMA_TOOLS="llama-completion llama-tokenize llama-bench llama-batched-bench llama-quantize" \
+    JOBS=$(nproc) scripts/build_llama_cpp.sh "$prefix" > "$out/build-llama.log" 2>&1 || { tail -50 "$out/build-llama.log"; exit 1; }
+  stamp "package (prebuilt mode against the CUDA build)"
+  LLAMA_LIB_DIR=$prefix/lib LLAMA_INCLUDE_DIR=$prefix/include \
+    "$py" -m pip install -q --no-build-isolation --no-deps --force-reinstall . > "$out/build-package.log" 2>&1 \
+    || { tail -50 "$out/build-package.log"; exit 1; }
+  stamp "built"
+}
+
+make_model() {  # name dim layers heads kv_heads ffn quant
+  local name=$1 f16=$models/$1-f16.gguf q=$models/$1-$7.gguf
+  [ -f "$q" ] && return 0
+  PYTHONPATH=$LLAMA_CPP_SOURCE_DIR/gguf-py "$py" "$dev/mkmodel.py" "$dev/skel.gguf" "$f16" \
+    --dim "$2" --layers "$3" --heads "$4" --kv-heads "$5" --ffn "$6" --name "$name" > /dev/null
+  LD_LIBRARY_PATH=$prefix/lib "$prefix/bin/llama-quantize" "$f16" "$q" "$7" > "$out/quantize-$name.log" 2>&1
+  rm -f "$f16"
+}
+
+models() {
+  stamp "random-weight models (shared/tools/mkmodel.py)"
+  make_model m135 576 30 9 3 1536 q8_0
+  make_model m1b 2048 16 32 8 8192 q4_k_m
+  stamp "models ready"
+}
+
+big() {
+  make_model m8b 4096 32 32 8 14336 q4_k_m
+}
+
+test() {
+  stamp "test suite on the GPU"
+  (cd tests && LLAMA_NB_GPU_RUN=1 LLAMA_NB_SMOLLM2=$models/m135-q8_0.gguf LLAMA_NB_REFERENCE_PREFIX=$prefix \
+    "$py" -m pytest -q -p no:cacheprovider -rs "$root/tests" 2>&1 | tee "$out/test.log" | tail -25)
+}
+
+bench() {
+  stamp "benchmark"
+  local args=()
+  for m in "$models"/m135-q8_0.gguf "$models"/m1b-q4_k_m.gguf "$models"/m8b-q4_k_m.gguf; do
+    [ -f "$m" ] && args+=(--model "$m")
+  done
+  "$py" benchmarks/bench.py --prefix "$prefix" "${args[@]}" --ngl 99 --runs 5 \
+    --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
+}
+
+for phase in $phases; do "$phase"; done
