@@ -51,7 +51,8 @@ if (NOT DEFINED GGML_CUDA)
   set(GGML_CUDA ${_cuda_ok} CACHE BOOL "ggml: use CUDA")
 endif()
 
-add_subdirectory("${LLAMA_CPP_SOURCE_DIR}" llama.cpp EXCLUDE_FROM_ALL)
+# SYSTEM: llama.cpp's headers are not ours; -Werror applies to our code only.
+add_subdirectory("${LLAMA_CPP_SOURCE_DIR}" llama.cpp EXCLUDE_FROM_ALL SYSTEM)
 
 # One file per library in the wheel: drop the VERSION/SOVERSION symlink chain.
 set(_llama_targets llama llama-common ggml ggml-base ggml-cpu)

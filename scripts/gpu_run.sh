@@ -10,6 +10,12 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cd "$root"
 dev=$root/.device
 prefix=$root/build/cuda-prefix
+# GPU_SYSTEM_CC=1: build everything with /usr/bin/gcc, g++ instead of the image's
+# /opt/gcc wrappers (named by CC/CXX there).
+if [ "${GPU_SYSTEM_CC:-0}" = 1 ]; then
+  export CC=/usr/bin/gcc CXX=/usr/bin/g++ CUDAHOSTCXX=/usr/bin/g++
+  prefix=$root/build/cuda-prefix-syscc
+fi
 # The machine is disposable: install into its own Python (the one that has numpy, pytest, ...).
 py=${GPU_PYTHON:-python3}
 models=$root/build/gpu-models
