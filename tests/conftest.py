@@ -13,6 +13,11 @@ from pathlib import Path
 
 import pytest
 
+# Imported before any test module can import numpy: on the GPU machine, loading
+# libllama-common after numpy crashes inside its static std::regex initialisers (reproduced
+# with ctypes.CDLL alone, no code of ours involved; see docs/NOTES.md).
+import llama_cpp  # noqa: F401
+
 ROOT = Path(__file__).resolve().parent.parent
 MODELS = Path(os.environ.get("LLAMA_NB_MODELS", ROOT / "models"))
 LLAMA_CPP_SOURCE = Path(os.environ.get("LLAMA_CPP_SOURCE_DIR", ROOT / "third_party" / "llama.cpp"))
