@@ -98,10 +98,12 @@ def ours(model: Path, ngl: int, runs: int, threads: int) -> dict[str, float]:
 LCP_SCRIPT = textwrap.dedent(
     """
     import json, statistics, sys, time
+    import llama_cpp as lcp
     from llama_cpp import Llama
     model, ngl, runs, threads, prompt, n_gen = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), sys.argv[5], int(sys.argv[6])
     llm = Llama(model, n_ctx=2048, n_batch=2048, n_ubatch=512, n_gpu_layers=ngl, flash_attn=True, n_threads=threads, verbose=False)
-    eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm._model.token_is_eog(t)}
+    vocab = lcp.llama_model_get_vocab(llm._model.model)
+    eog = {t: float("-inf") for t in range(llm.n_vocab()) if lcp.llama_vocab_is_eog(vocab, t)}
     def median_time(n):
         call = lambda: llm.create_completion(prompt, max_tokens=n, temperature=0.0, logit_bias=eog)
         call()
