@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import threading
 import warnings
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal, overload
 
 from . import _core, _openai
+from ._async import AsyncStream
 from ._streaming import GenerationStream
 from ._validate import require_bool, require_float, require_int
 from .config import LlamaConfig
@@ -494,6 +497,57 @@ class Llama:
             tokens = [list(self._model.tokenize(t, True, False)) for t in texts]
             vectors = context.embed(tokens, normalize)
         return [list(v) for v in vectors], sum(len(t) for t in tokens)
+
+    # ---- async twins ----------------------------------------------------------------------------
+    #
+    # The work runs on worker threads, so the event loop stays responsive; calls on one
+    # instance are serialised by the instance's lock, as the sync methods are.
+
+    async def generate_async(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 128,
+        *,
+        sampling: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+        reset_kv_cache: bool = True,
+        grammar: LlamaGrammar | None = None,
+    ) -> str | AsyncStream[str]:
+        """Async :meth:`generate`. With ``stream=True`` it returns an async iterator of
+        text pieces (``async for piece in await llm.generate_async(..., stream=True)``);
+        leaving the loop early stops decoding within one token."""
+        require_bool("Llama.generate_async", "stream", stream)
+        if stream:
+            pieces = self.generate_stream(prompt, max_tokens, sampling=sampling, stop=stop,
+                                          reset_kv_cache=reset_kv_cache, grammar=grammar)
+            return AsyncStream(lambda: pieces)
+        job = self._prepare("generate_async", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
+        result = await asyncio.get_running_loop().run_in_executor(None, job, None)
+        return str(result.text)
+
+    async def create_completion_async(self, prompt: str | Sequence[int], **kwargs: Any) -> Any:
+        """Async :meth:`create_completion` (same arguments); with ``stream=True`` an async
+        iterator of chunks."""
+        return await self._async_call(self.create_completion, prompt, **kwargs)
+
+    async def create_chat_completion_async(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> Any:
+        """Async :meth:`create_chat_completion` (same arguments); with ``stream=True`` an
+        async iterator of ``chat.completion.chunk`` dicts."""
+        return await self._async_call(self.create_chat_completion, messages, **kwargs)
+
+    async def create_embedding_async(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
+        """Async :meth:`create_embedding`."""
+        call = functools.partial(self.create_embedding, input, model)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
+
+    async def _async_call(self, method: Any, first: Any, **kwargs: Any) -> Any:
+        call = functools.partial(method, first, **kwargs)
+        if kwargs.get("stream"):
+            # Validation and prompt rendering happen here; decoding starts on iteration.
+            chunks = call()
+            return AsyncStream(lambda: chunks)
+        return await asyncio.get_running_loop().run_in_executor(None, call)
 
     # ---- state ---------------------------------------------------------------------------------
 
