@@ -142,7 +142,7 @@ def main() -> None:
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "ngl": args.ngl,
               "threads": args.threads, "runs": args.runs, "models": {}}
-    for model in args.model:
+    for model in (m.resolve() for m in args.model):  # llama-cpp-python runs from /
         row = {"native": native(args.prefix, model, args.ngl, args.runs, args.threads),
                "ours": ours(model, args.ngl, args.runs, args.threads)}
         if args.llama_cpp_python:

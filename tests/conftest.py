@@ -105,3 +105,16 @@ def gguf(llama_cpp_tree):
     import gguf as module
 
     return module
+
+
+@pytest.fixture
+def run_python():
+    """Runs Python code in a fresh interpreter (for crash-prone or process-wide cases)."""
+    import sys
+    import textwrap
+
+    def run(code: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                              timeout=180)
+
+    return run

@@ -8,30 +8,35 @@
 
 #include "../engine/generation.h"
 #include "bindings.h"
+#include "results.h"
 
-namespace {
-
-struct PyGenerationResult {
-    nb::str text;
-    std::vector<llama_token> tokens;
-    std::string finish_reason;
-    size_t n_prompt_tokens;
-    size_t n_reused_tokens;
-    std::vector<float> token_logprobs;
-    std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
-};
-
-PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
-                                const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
-                                bool reuse_prefix, bool ignore_eos, int32_t logprobs, nb::object on_text) {
+lcn::GenerationRequest make_request(std::vector<llama_token> prompt, int32_t max_tokens,
+                                    const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
+                                    bool ignore_eos, int32_t logprobs) {
     lcn::GenerationRequest request;
     request.prompt = std::move(prompt);
     request.max_tokens = max_tokens;
     request.sampling = sampling;
     request.stop = std::move(stop);
-    request.reuse_prefix = reuse_prefix;
     request.ignore_eos = ignore_eos;
     request.logprobs = logprobs;
+    return request;
+}
+
+PyGenerationResult to_python(lcn::GenerationResult&& result) {
+    return {decode_utf8(result.text), std::move(result.tokens), lcn::finish_reason_name(result.finish_reason),
+            result.n_prompt_tokens, result.n_reused_tokens, std::move(result.token_logprobs),
+            std::move(result.top_logprobs)};
+}
+
+namespace {
+
+PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
+                                const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
+                                bool reuse_prefix, bool ignore_eos, int32_t logprobs, nb::object on_text) {
+    lcn::GenerationRequest request =
+        make_request(std::move(prompt), max_tokens, sampling, std::move(stop), ignore_eos, logprobs);
+    request.reuse_prefix = reuse_prefix;
 
     bool callback_failed = false;
     lcn::TextCallback callback;
@@ -57,9 +62,7 @@ PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prom
         result = lcn::generate(ctx, std::move(request), callback);
     }
     if (callback_failed) throw nb::python_error();
-    return {decode_utf8(result.text), std::move(result.tokens), lcn::finish_reason_name(result.finish_reason),
-            result.n_prompt_tokens, result.n_reused_tokens, std::move(result.token_logprobs),
-            std::move(result.top_logprobs)};
+    return to_python(std::move(result));
 }
 
 }  // namespace
@@ -92,6 +95,7 @@ void bind_context(nb::module_& m) {
         .def(nb::init<std::shared_ptr<lcn::Model>, const lcn::ContextParams&>(), nb::arg("model"),
              nb::arg("params"), nb::call_guard<nb::gil_scoped_release>())
         .def_prop_ro("n_ctx", &lcn::Context::n_ctx)
+        .def_prop_ro("n_ctx_seq", &lcn::Context::n_ctx_seq)
         .def_prop_ro("n_batch", &lcn::Context::n_batch)
         .def_prop_ro("n_seq_max", &lcn::Context::n_seq_max)
         .def_prop_ro("model", &lcn::Context::model_ptr)

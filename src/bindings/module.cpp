@@ -12,5 +12,6 @@ NB_MODULE(_core, m) {
     bind_chat(m);
     bind_lora(m);
     bind_context(m);
+    bind_pool(m);
     m.attr("LLAMA_DEFAULT_SEED") = LLAMA_DEFAULT_SEED;
 }

@@ -93,9 +93,10 @@ void Context::decode_batch(const char* what) {
 size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens, bool reuse_prefix) {
     auto& cache = cached_[check_seq(seq)];
     if (tokens.empty()) throw ValidationError("[Llama.generate] the prompt has no tokens");
-    if (tokens.size() > n_ctx()) {
+    if (tokens.size() >= n_ctx_seq()) {
         throw ValidationError("[Llama.generate] the prompt has " + std::to_string(tokens.size()) +
-                              " tokens but the context holds n_ctx=" + std::to_string(n_ctx()));
+                              " tokens but the context holds n_ctx=" + std::to_string(n_ctx_seq()) +
+                              " per sequence (and needs room for at least one generated token)");
     }
     for (llama_token t : tokens) model_->check_token(t, "Llama.generate");
 
@@ -237,7 +238,7 @@ void Context::set_state(const std::string& data) {
     std::vector<std::vector<llama_token>> cached(n_seq);
     for (auto& tokens : cached) {
         const auto n = r.get<uint64_t>();
-        if (n > n_ctx() || (data.size() - r.pos) / sizeof(llama_token) < n) {
+        if (n > n_ctx_seq() || (data.size() - r.pos) / sizeof(llama_token) < n) {
             throw ValidationError("[Llama.set_state] the state data is corrupt (token count)");
         }
         tokens.resize(static_cast<size_t>(n));

@@ -48,6 +48,8 @@ public:
     const std::shared_ptr<Model>& model_ptr() const { return model_; }
     llama_context* get() const { return ctx_; }
     uint32_t n_ctx() const { return llama_n_ctx(ctx_); }
+    // Cells one sequence can use: n_ctx, or n_ctx / n_seq_max when sequences do not share the cache.
+    uint32_t n_ctx_seq() const { return llama_n_ctx_seq(ctx_); }
     uint32_t n_batch() const { return llama_n_batch(ctx_); }
     uint32_t n_seq_max() const { return llama_n_seq_max(ctx_); }
 

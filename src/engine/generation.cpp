@@ -25,6 +25,25 @@ Sequence::Sequence(Context& context, llama_seq_id seq_id, GenerationRequest requ
       text_(request_.stop) {}
 
 void Sequence::start(std::string& text_out) {
+    const size_t before = text_out.size();
+    start_impl(text_out);
+    result_.text.append(text_out, before, std::string::npos);
+}
+
+void Sequence::advance(int32_t output_index, std::string& text_out) {
+    const size_t before = text_out.size();
+    sample_and_take(output_index, text_out);
+    result_.text.append(text_out, before, std::string::npos);
+}
+
+void Sequence::cancel(std::string& text_out) {
+    if (finished()) return;
+    const size_t before = text_out.size();
+    finish(FinishReason::cancelled, text_out);
+    result_.text.append(text_out, before, std::string::npos);
+}
+
+void Sequence::start_impl(std::string& text_out) {
     result_.n_prompt_tokens = request_.prompt.size();
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
@@ -32,7 +51,6 @@ void Sequence::start(std::string& text_out) {
     sample_and_take(context_.last_output(), text_out);
 }
 
-void Sequence::advance(int32_t output_index, std::string& text_out) { sample_and_take(output_index, text_out); }
 
 void Sequence::sample_and_take(int32_t output_index, std::string& text_out) {
     const llama_token token = sampler_.sample(context_.get(), output_index);
@@ -74,7 +92,7 @@ void Sequence::take(llama_token token, std::string& text_out) {
     const bool out_of_tokens = request_.max_tokens > 0 &&
                                result_.tokens.size() >= static_cast<size_t>(request_.max_tokens);
     // The sampled token still has to be decoded to continue: it needs one free cell.
-    const bool context_full = context_.cached(seq_id_).size() + 1 >= context_.n_ctx();
+    const bool context_full = context_.cached(seq_id_).size() + 1 >= context_.n_ctx_seq();
     if (out_of_tokens || context_full) {
         finish(FinishReason::length, text_out);
         return;
@@ -87,9 +105,6 @@ void Sequence::finish(FinishReason reason, std::string& text_out) {
     result_.finish_reason = reason;
 }
 
-void Sequence::cancel(std::string& text_out) {
-    if (!finished()) finish(FinishReason::cancelled, text_out);
-}
 
 GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
                           const std::atomic<bool>* cancel) {
@@ -99,7 +114,6 @@ GenerationResult generate(Context& context, GenerationRequest request, const Tex
     // within one token even while text is held back (stop-string prefix, partial UTF-8).
     auto emit = [&]() {
         bool keep_going = true;
-        seq.result().text += piece;
         if (on_text) keep_going = on_text(piece);
         piece.clear();
         if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) keep_going = false;
@@ -114,10 +128,7 @@ GenerationResult generate(Context& context, GenerationRequest request, const Tex
         seq.advance(0, piece);
         emit();
     }
-    if (!piece.empty()) {
-        seq.result().text += piece;
-        if (on_text) on_text(piece);
-    }
+    if (!piece.empty() && on_text) on_text(piece);
     return std::move(seq.result());
 }
 

@@ -48,6 +48,7 @@ public:
     bool finished() const { return result_.finish_reason != FinishReason::none; }
     GenerationResult& result() { return result_; }
 
+    // Each call appends the text it releases to `text_out` and to result().text.
     // Decodes the prompt into the sequence's KV cells and samples the first token.
     void start(std::string& text_out);
     // The token to feed in the next decode step (valid while !finished()).
@@ -57,6 +58,7 @@ public:
     void cancel(std::string& text_out);
 
 private:
+    void start_impl(std::string& text_out);
     void sample_and_take(int32_t output_index, std::string& text_out);
     void take(llama_token token, std::string& text_out);
     void finish(FinishReason reason, std::string& text_out);

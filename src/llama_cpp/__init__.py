@@ -13,12 +13,14 @@ from .config import LlamaConfig
 from .errors import GenerationError, LlamaError, ModelLoadError, ValidationError
 from .grammar import LlamaGrammar
 from .llama import Llama, LoraAdapter, shutdown
+from .pool import LlamaPool
 from .sampling import SamplingParams
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Llama",
+    "LlamaPool",
     "LlamaConfig",
     "SamplingParams",
     "LlamaGrammar",

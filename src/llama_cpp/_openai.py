@@ -111,23 +111,39 @@ def chat_completion(result: Any, model: str, pieces: dict[int, str] | None) -> d
     }
 
 
-def chat_chunks(stream: GenerationStream, model: str) -> Iterator[dict[str, Any]]:
-    cid, created = f"chatcmpl-{uuid.uuid4()}", int(time.time())
+class ChatChunks:
+    """Makes the ``chat.completion.chunk`` dicts of one streamed reply: the role first, one
+    chunk per text piece, then an empty delta with the finish reason."""
 
-    def chunk(delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+    def __init__(self, model: str) -> None:
+        self.id, self.created, self.model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model
+
+    def _chunk(self, delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
         return {
-            "id": cid,
+            "id": self.id,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
+            "created": self.created,
+            "model": self.model,
             "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
         }
 
+    def start(self) -> dict[str, Any]:
+        return self._chunk({"role": "assistant"}, None)
+
+    def piece(self, text: str) -> dict[str, Any]:
+        return self._chunk({"content": text}, None)
+
+    def end(self, result: Any) -> dict[str, Any]:
+        return self._chunk({}, _finish_reason(result))
+
+
+def chat_chunks(stream: GenerationStream, model: str) -> Iterator[dict[str, Any]]:
+    chunks = ChatChunks(model)
     with stream:
-        yield chunk({"role": "assistant"}, None)
+        yield chunks.start()
         for piece in stream:
-            yield chunk({"content": piece}, None)
-        yield chunk({}, _finish_reason(stream.result))
+            yield chunks.piece(piece)
+        yield chunks.end(stream.result)
 
 
 def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
@@ -22,11 +22,23 @@ from .errors import LlamaError, ValidationError
 from .grammar import LlamaGrammar
 from .sampling import SamplingParams
 
-_live_instances: weakref.WeakSet[Llama] = weakref.WeakSet()
+# Every open Llama and LlamaPool, for shutdown().
+_live_instances: weakref.WeakSet[Any] = weakref.WeakSet()
 _live_lock = threading.Lock()
 
 # Sequences an embedding context decodes per llama_decode when the config leaves n_seq_max at 1.
 _EMBEDDING_SEQUENCES = 16
+
+
+@dataclass(frozen=True)
+class _Request:
+    """A validated generation request, in the form C++ takes."""
+
+    tokens: list[int]
+    max_tokens: int  # 0: no limit
+    sampling: Any  # _core.SamplingConfig
+    stops: list[str]
+    logprobs: int  # -1: none
 
 
 class LoraAdapter:
@@ -286,6 +298,47 @@ class Llama:
         job = self._prepare("generate_stream", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
         return GenerationStream(job)
 
+    def _request(
+        self,
+        api: str,
+        prompt: str | Sequence[int],
+        max_tokens: int | None,
+        sampling: SamplingParams | None,
+        stop: str | Sequence[str] | None,
+        grammar: LlamaGrammar | None,
+        *,
+        logprobs: int = -1,
+    ) -> _Request:
+        """Validates a generation request and turns it into what C++ takes."""
+        full_api = f"Llama.{api}"
+        if max_tokens is not None:
+            require_int(full_api, "max_tokens", max_tokens, minimum=1)
+        if sampling is None:
+            sampling = SamplingParams()
+        elif not isinstance(sampling, SamplingParams):
+            raise ValidationError(f"[{full_api}] sampling must be a SamplingParams, got {type(sampling).__name__}")
+        if grammar is not None and not isinstance(grammar, LlamaGrammar):
+            raise ValidationError(f"[{full_api}] grammar must be a LlamaGrammar, got {type(grammar).__name__}")
+        stops = _stop_list(full_api, stop)
+        context = self._require_context(api)
+        if isinstance(prompt, str):
+            tokens = list(self._model.tokenize(prompt, True, True))
+        else:
+            tokens = _token_list(full_api, prompt)
+        if not tokens:
+            raise ValidationError(f"[{full_api}] the prompt is empty")
+        n_ctx = context.n_ctx_seq
+        if len(tokens) >= n_ctx:
+            raise ValidationError(
+                f"[{full_api}] the prompt has {len(tokens)} tokens but the context holds n_ctx={n_ctx} "
+                "(and needs room for at least one generated token)"
+            )
+        native = sampling._native(self.config.seed)
+        if grammar is not None:
+            native.grammar = grammar.gbnf
+            native.grammar_root = grammar.root
+        return _Request(tokens, max_tokens or 0, native, stops, logprobs)
+
     def _prepare(
         self,
         api: str,
@@ -297,44 +350,17 @@ class Llama:
         grammar: LlamaGrammar | None,
         *,
         logprobs: int = -1,
-        add_bos: bool = True,
     ) -> Any:
         """Validates a generation request and returns a function that runs it
         (given an optional text callback) and returns the C++ GenerationResult."""
-        full_api = f"Llama.{api}"
-        if max_tokens is not None:
-            require_int(full_api, "max_tokens", max_tokens, minimum=1)
-        if sampling is None:
-            sampling = SamplingParams()
-        elif not isinstance(sampling, SamplingParams):
-            raise ValidationError(f"[{full_api}] sampling must be a SamplingParams, got {type(sampling).__name__}")
-        if grammar is not None and not isinstance(grammar, LlamaGrammar):
-            raise ValidationError(f"[{full_api}] grammar must be a LlamaGrammar, got {type(grammar).__name__}")
-        stops = _stop_list(full_api, stop)
-        require_bool(full_api, "reset_kv_cache", reset_kv_cache)
-        context = self._require_context(api)
-        if isinstance(prompt, str):
-            tokens = list(self._model.tokenize(prompt, add_bos, True))
-        else:
-            tokens = _token_list(full_api, prompt)
-        if not tokens:
-            raise ValidationError(f"[{full_api}] the prompt is empty")
-        n_ctx = context.n_ctx
-        if len(tokens) >= n_ctx:
-            raise ValidationError(
-                f"[{full_api}] the prompt has {len(tokens)} tokens but the context holds n_ctx={n_ctx} "
-                "(and needs room for at least one generated token)"
-            )
-        native = sampling._native(self.config.seed)
-        if grammar is not None:
-            native.grammar = grammar.gbnf
-            native.grammar_root = grammar.root
+        require_bool(f"Llama.{api}", "reset_kv_cache", reset_kv_cache)
+        req = self._request(api, prompt, max_tokens, sampling, stop, grammar, logprobs=logprobs)
 
         def run(on_text: Any) -> Any:
             with self._lock:
                 live = self._require_context(api)
-                return live.generate(tokens, max_tokens or 0, native, stops, not reset_kv_cache, False, logprobs,
-                                     on_text)
+                return live.generate(req.tokens, req.max_tokens, req.sampling, req.stops, not reset_kv_cache,
+                                     False, req.logprobs, on_text)
 
         return run
 
@@ -436,9 +462,7 @@ class Llama:
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
             mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
         )
-        with self._lock:
-            prompt, template_stops = self._template("create_chat_completion").render(pairs, True)
-        stops = _stop_list(api, stop) + [s for s in template_stops if s]
+        prompt, stops = self._render_chat(api, pairs, stop)
         limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
         job = self._prepare("create_chat_completion", prompt, limit, sampling, stops, True, grammar,
                             logprobs=n_logprobs)
@@ -447,6 +471,14 @@ class Llama:
             return _openai.chat_chunks(GenerationStream(job), name)
         result = job(None)
         return _openai.chat_completion(result, name, self._piece_texts(result) if logprobs else None)
+
+    def _render_chat(
+        self, api: str, pairs: list[tuple[str, str]], stop: str | Sequence[str] | None
+    ) -> tuple[str, list[str]]:
+        """The prompt of a conversation and the stop strings (the caller's and the template's)."""
+        with self._lock:
+            prompt, template_stops = self._template(api.rsplit(".", 1)[-1]).render(pairs, True)
+        return str(prompt), _stop_list(api, stop) + [s for s in template_stops if s]
 
     def _template(self, api: str) -> Any:
         if self._chat_template is None:
@@ -656,10 +688,11 @@ def _stop_list(api: str, stop: str | Sequence[str] | None) -> list[str]:
 
 
 def shutdown() -> None:
-    """Closes every live ``Llama`` and frees llama.cpp's backend. Safe to call twice;
+    """Closes every live ``Llama`` and ``LlamaPool`` and frees llama.cpp's backend. Safe to call twice;
     a closed instance raises ``LlamaError`` on use instead of crashing."""
     with _live_lock:
         instances = list(_live_instances)
-    for instance in instances:
+    # Pools first: each stops its scheduler before its model goes.
+    for instance in sorted(instances, key=lambda i: isinstance(i, Llama)):
         instance.close()
     _core.backend_free()

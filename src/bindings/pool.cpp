@@ -1,0 +1,70 @@
+#include <nanobind/stl/pair.h>
+#include <nanobind/stl/string.h>
+#include <nanobind/stl/vector.h>
+
+#include "../engine/batch_engine.h"
+#include "bindings.h"
+#include "results.h"
+
+namespace {
+
+// (slot, text, finished, result or None, error kind, error message)
+nb::tuple event_to_python(lcn::SlotEvent&& e) {
+    nb::object result = nb::none();
+    if (e.finished) result = nb::cast(to_python(std::move(e.result)));
+    return nb::make_tuple(e.slot, decode_utf8(e.text), e.finished, result, e.error_kind, nb::str(e.error.c_str()));
+}
+
+}  // namespace
+
+void bind_pool(nb::module_& m) {
+    nb::class_<lcn::BatchEngine>(m, "BatchEngine",
+                                 "Continuous batching over one Context: one slot per sequence, one decode per step. "
+                                 "Driven by one thread at a time.")
+        .def(nb::init<lcn::Context&>(), nb::arg("context"), nb::keep_alive<1, 2>())
+        .def_prop_ro("capacity", &lcn::BatchEngine::capacity)
+        .def_prop_ro("active", &lcn::BatchEngine::active)
+        .def(
+            "add",
+            [](lcn::BatchEngine& self, std::vector<llama_token> prompt, int32_t max_tokens,
+               const lcn::SamplingConfig& sampling, std::vector<std::string> stop, int32_t logprobs) {
+                lcn::GenerationRequest request =
+                    make_request(std::move(prompt), max_tokens, sampling, std::move(stop), false, logprobs);
+                lcn::SlotEvent event;
+                {
+                    nb::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.context().mutex());
+                    event = self.add(std::move(request));
+                }
+                return event_to_python(std::move(event));
+            },
+            nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"), nb::arg("stop"),
+            nb::arg("logprobs"),
+            "Starts a request on a free slot (decodes its prompt); returns its first event.")
+        .def(
+            "step",
+            [](lcn::BatchEngine& self) {
+                std::vector<lcn::SlotEvent> events;
+                {
+                    nb::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.context().mutex());
+                    events = self.step();
+                }
+                nb::list out;
+                for (auto& e : events) out.append(event_to_python(std::move(e)));
+                return out;
+            },
+            "One decode for every active slot; returns one event per slot.")
+        .def(
+            "cancel",
+            [](lcn::BatchEngine& self, int32_t slot) {
+                lcn::SlotEvent event;
+                {
+                    nb::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.context().mutex());
+                    event = self.cancel(slot);
+                }
+                return event_to_python(std::move(event));
+            },
+            nb::arg("slot"), "Ends a request now and frees its KV cells.");
+}

@@ -1,0 +1,25 @@
+// Generation requests and results as the bindings build and return them (context.cpp).
+#pragma once
+
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "../engine/generation.h"
+#include "bindings.h"
+
+struct PyGenerationResult {
+    nb::str text;
+    std::vector<llama_token> tokens;
+    std::string finish_reason;
+    size_t n_prompt_tokens;
+    size_t n_reused_tokens;
+    std::vector<float> token_logprobs;
+    std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
+};
+
+lcn::GenerationRequest make_request(std::vector<llama_token> prompt, int32_t max_tokens,
+                                    const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
+                                    bool ignore_eos, int32_t logprobs);
+
+PyGenerationResult to_python(lcn::GenerationResult&& result);

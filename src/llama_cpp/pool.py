@@ -1,0 +1,412 @@
+"""LlamaPool: many concurrent requests over one copy of the weights (continuous batching)."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import concurrent.futures
+import itertools
+import os
+import threading
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+from . import _core, _openai
+from ._validate import require_int
+from .config import LlamaConfig
+from .errors import GenerationError, LlamaError, ValidationError
+from .grammar import LlamaGrammar
+from .llama import Llama, _live_instances, _live_lock, _Request
+from .sampling import SamplingParams
+
+_ERRORS = {1: ValidationError, 2: GenerationError, 3: LlamaError}
+
+
+class _Job:
+    """One request's journey through the scheduler: its future, its optional stream of
+    pieces (delivered to an event loop or a thread-safe queue), and its cancel flag."""
+
+    _ids = itertools.count()
+
+    def __init__(self, request: _Request, on_piece: Any = None) -> None:
+        self.request = request
+        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self.on_piece = on_piece
+        self.cancelled = threading.Event()
+        self.number = next(self._ids)
+
+    def _deliver(self, item: Any) -> None:
+        # The consumer may be gone (its event loop closed after it left a stream early): the
+        # request is then cancelled, and the scheduler carries on with the others.
+        if self.on_piece is None:
+            return
+        try:
+            self.on_piece(item)
+        except Exception:
+            self.on_piece = None
+            self.cancelled.set()
+
+    def emit(self, text: str) -> None:
+        if text:
+            self._deliver(text)
+
+    def finish(self, result: Any) -> None:
+        if not self.future.done():
+            self.future.set_result(result)
+        self._deliver(None)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+        self._deliver(error)
+
+
+class LlamaPool:
+    """Serves many requests at once from one model and one context.
+
+    ``pool_size`` is how many requests decode together: each active request is a sequence
+    of one shared context, and every step decodes one token for all of them in a single
+    ``llama_decode`` (continuous batching: requests join and leave between steps, each with
+    its own sampling parameters, grammar, stop strings and seed). Requests beyond
+    ``pool_size`` wait and are admitted in arrival order.
+
+    Memory: the weights once, plus a KV cache of ``pool_size * n_ctx`` tokens (``n_ctx`` from
+    the config is the context of each request), plus llama.cpp's compute buffers, which grow
+    with the batch. Compared with ``pool_size`` separate models, this saves
+    ``(pool_size - 1) * model size``.
+
+    All request methods are coroutines (``await pool.generate(...)``); :meth:`submit` returns
+    a ``concurrent.futures.Future`` for threaded code. Thread-safe.
+    """
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike[str] | None = None,
+        pool_size: int = 4,
+        *,
+        config: LlamaConfig | None = None,
+        warmup: bool = False,
+        **overrides: Any,
+    ) -> None:
+        require_int("LlamaPool", "pool_size", pool_size, minimum=1, maximum=256)
+        config = config or LlamaConfig()
+        per_request_ctx = overrides.get("n_ctx", config.n_ctx)
+        require_int("LlamaPool", "n_ctx", per_request_ctx, minimum=1)
+        config = replace(config, n_seq_max=pool_size, **{k: v for k, v in overrides.items() if k != "n_ctx"})
+        config = replace(config, n_ctx=per_request_ctx * pool_size)
+        self.pool_size = pool_size
+        self._llm = Llama(model_path, config=config)
+        self._context = self._llm._context
+        self._engine = _core.BatchEngine(self._context)
+        self._cond = threading.Condition()
+        self._pending: collections.deque[_Job] = collections.deque()
+        self._closed = False
+        self._thread = threading.Thread(target=self._schedule, name="llama-cpp-pool", daemon=True)
+        self._thread.start()
+        with _live_lock:
+            _live_instances.add(self)
+        if warmup:
+            self.submit("Hello", max_tokens=2, sampling=SamplingParams.greedy()).result()
+
+    # ---- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def llama(self) -> Llama:
+        """The underlying :class:`Llama` (tokenizer, metadata, chat template)."""
+        return self._llm
+
+    def close(self) -> None:
+        """Stops the scheduler; waiting and running requests fail with ``LlamaError``.
+        Safe to call more than once."""
+        with self._cond:
+            if self._closed:
+                return
+            self._closed = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._llm.close()
+        with _live_lock:
+            _live_instances.discard(self)
+
+    def __enter__(self) -> LlamaPool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> LlamaPool:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await asyncio.get_running_loop().run_in_executor(None, self.close)
+
+    # ---- the scheduler -------------------------------------------------------------------------
+
+    def _enqueue(self, job: _Job) -> _Job:
+        with self._cond:
+            if self._closed:
+                raise LlamaError("[LlamaPool] the pool is closed")
+            self._pending.append(job)
+            self._cond.notify()
+        return job
+
+    def _schedule(self) -> None:
+        active: dict[int, _Job] = {}
+        try:
+            self._serve(active)
+            error = LlamaError("[LlamaPool] the pool was closed")
+        except BaseException as exc:  # a bug of ours: fail every request rather than hang them
+            error = LlamaError(f"[LlamaPool] the scheduler stopped: {exc!r}")
+            with self._cond:
+                self._closed = True
+        for slot, job in active.items():
+            try:
+                self._engine.cancel(slot)
+            finally:
+                job.fail(error)
+        with self._cond:
+            pending, self._pending = list(self._pending), collections.deque()
+        for job in pending:
+            job.fail(error)
+
+    def _serve(self, active: dict[int, _Job]) -> None:
+        engine = self._engine
+        while True:
+            with self._cond:
+                while not self._closed and not self._pending and not active:
+                    self._cond.wait()
+                if self._closed:
+                    break
+                admitted = []
+                while self._pending and len(active) + len(admitted) < self.pool_size:
+                    admitted.append(self._pending.popleft())
+            for job in admitted:
+                if job.cancelled.is_set():
+                    job.fail(asyncio.CancelledError())
+                    continue
+                r = job.request
+                try:
+                    event = engine.add(r.tokens, r.max_tokens, r.sampling, r.stops, r.logprobs)
+                except LlamaError as exc:
+                    job.fail(exc)  # this request alone
+                    continue
+                active[event[0]] = job
+                self._dispatch(active, event)
+            for slot, job in list(active.items()):
+                if job.cancelled.is_set():
+                    engine.cancel(slot)
+                    del active[slot]
+                    job.fail(asyncio.CancelledError())
+            if not active:
+                continue
+            try:
+                events = engine.step()
+            except LlamaError as exc:
+                for slot, job in active.items():
+                    engine.cancel(slot)
+                    job.fail(exc)
+                active.clear()
+                continue
+            for event in events:
+                self._dispatch(active, event)
+
+    @staticmethod
+    def _dispatch(active: dict[int, _Job], event: tuple[Any, ...]) -> None:
+        slot, text, finished, result, error_kind, error = event
+        job = active[slot]
+        job.emit(text)
+        if finished:
+            del active[slot]
+            if error_kind:
+                job.fail(_ERRORS[error_kind](error))
+            else:
+                job.finish(result)
+
+    # ---- requests ------------------------------------------------------------------------------
+
+    def _request(
+        self,
+        api: str,
+        prompt: str | Sequence[int],
+        max_tokens: int | None,
+        sampling: SamplingParams | None,
+        stop: str | Sequence[str] | None,
+        grammar: LlamaGrammar | None,
+    ) -> _Request:
+        """Validates a request now, in the caller's frame (a bad argument raises here)."""
+        if self._closed:
+            raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
+        return self._llm._request(api, prompt, max_tokens, sampling, stop, grammar)
+
+    def _job(
+        self,
+        api: str,
+        prompt: str | Sequence[int],
+        max_tokens: int | None,
+        sampling: SamplingParams | None,
+        stop: str | Sequence[str] | None,
+        grammar: LlamaGrammar | None,
+    ) -> _Job:
+        return self._enqueue(_Job(self._request(api, prompt, max_tokens, sampling, stop, grammar)))
+
+    def submit(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 128,
+        *,
+        sampling: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+        grammar: LlamaGrammar | None = None,
+    ) -> concurrent.futures.Future[str]:
+        """Queues a generation; the future's result is the text (for threaded code)."""
+        job = self._job("submit", prompt, max_tokens, sampling, stop, grammar)
+        text: concurrent.futures.Future[str] = concurrent.futures.Future()
+
+        def done(f: concurrent.futures.Future[Any]) -> None:
+            if f.exception() is not None:
+                text.set_exception(f.exception())  # type: ignore[arg-type]
+            else:
+                text.set_result(str(f.result().text))
+
+        job.future.add_done_callback(done)
+        return text
+
+    def _cancel(self, job: _Job) -> None:
+        job.cancelled.set()
+        with self._cond:
+            self._cond.notify()
+
+    async def _await(self, job: _Job) -> Any:
+        try:
+            return await asyncio.wrap_future(job.future)
+        except asyncio.CancelledError:
+            self._cancel(job)
+            raise
+
+    async def generate(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 128,
+        *,
+        sampling: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+        grammar: LlamaGrammar | None = None,
+    ) -> str:
+        """Generates a continuation of ``prompt`` (the arguments of :meth:`Llama.generate`).
+        Cancelling the awaiting task frees the request's sequence at the next step."""
+        job = self._job("generate", prompt, max_tokens, sampling, stop, grammar)
+        return str((await self._await(job)).text)
+
+    async def generate_batch(
+        self,
+        prompts: Sequence[str | Sequence[int]],
+        max_tokens: int | None = 128,
+        *,
+        sampling: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+        grammar: LlamaGrammar | None = None,
+    ) -> list[str]:
+        """Generates for every prompt concurrently; results in the order of ``prompts``."""
+        return list(
+            await asyncio.gather(
+                *(self.generate(p, max_tokens, sampling=sampling, stop=stop, grammar=grammar) for p in prompts)
+            )
+        )
+
+    def generate_stream(
+        self,
+        prompt: str | Sequence[int],
+        max_tokens: int | None = 128,
+        *,
+        sampling: SamplingParams | None = None,
+        stop: str | Sequence[str] | None = None,
+        grammar: LlamaGrammar | None = None,
+    ) -> AsyncIterator[str]:
+        """An async iterator of text pieces, each yielded as soon as it is decoded
+        (``async for piece in pool.generate_stream(...)``). Arguments are checked now; the
+        request is queued when iteration starts. Leaving the loop early frees the request's
+        sequence at the next step."""
+        return _Stream(self, self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
+
+    async def create_chat_completion(
+        self,
+        messages: Sequence[dict[str, Any]],
+        max_tokens: int | None = None,
+        temperature: float = 0.2,
+        top_p: float = 0.95,
+        top_k: int = 40,
+        min_p: float = 0.05,
+        stop: str | Sequence[str] | None = None,
+        stream: bool = False,
+        seed: int | None = None,
+        repeat_penalty: float = 1.0,
+        frequency_penalty: float = 0.0,
+        presence_penalty: float = 0.0,
+        response_format: dict[str, Any] | None = None,
+        grammar: LlamaGrammar | None = None,
+        logit_bias: dict[int, float] | None = None,
+        model: str | None = None,
+    ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        """A chat completion in llama-cpp-python's shape, served by the pool (the arguments of
+        :meth:`Llama.create_chat_completion`). With ``stream=True`` it returns an async
+        iterator of ``chat.completion.chunk`` dicts."""
+        api = "LlamaPool.create_chat_completion"
+        pairs = _openai.chat_messages(api, messages)
+        grammar = _openai.grammar_for(api, response_format, grammar)
+        sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed,
+                                  repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
+                                  presence_penalty=presence_penalty, logit_bias=logit_bias)
+        prompt, stops = self._llm._render_chat(api, pairs, stop)
+        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
+        name = model or self._llm.model_path
+        if stream:
+            request = self._request("create_chat_completion", prompt, limit, sampling, stops, grammar)
+            return _chat_stream(_Stream(self, request), name)
+        job = self._job("create_chat_completion", prompt, limit, sampling, stops, grammar)
+        return _openai.chat_completion(await self._await(job), name, None)
+
+    async def create_chat_completion_batch(
+        self, conversations: Sequence[Sequence[dict[str, Any]]], **kwargs: Any
+    ) -> list[dict[str, Any]]:
+        """Chat completions for every conversation concurrently, in order (``stream`` is not
+        accepted here)."""
+        if kwargs.get("stream"):
+            raise ValidationError("[LlamaPool.create_chat_completion_batch] stream=True is not supported; "
+                                  "use create_chat_completion(stream=True) per conversation")
+        return list(await asyncio.gather(*(self.create_chat_completion(c, **kwargs) for c in conversations)))
+
+
+class _Stream:
+    """The pieces of one pool request as an async iterator. The request is queued on the
+    first iteration; leaving early (break, an exception, or the iterator's ``aclose``)
+    cancels it, which frees its sequence at the scheduler's next step."""
+
+    def __init__(self, pool: LlamaPool, request: _Request) -> None:
+        self._pool, self._request = pool, request
+        self.result: Any = None
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        job = self._pool._enqueue(_Job(self._request, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    self.result = job.future.result()
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not job.future.done():
+                self._pool._cancel(job)
+
+
+async def _chat_stream(pieces: _Stream, model: str) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.ChatChunks(model)
+    yield chunks.start()
+    async for piece in pieces:
+        yield chunks.piece(piece)
+    yield chunks.end(pieces.result)

@@ -1,0 +1,207 @@
+"""LlamaPool: continuous batching over one model and one context, on the real model."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from llama_cpp import Llama, LlamaError, LlamaPool, SamplingParams, ValidationError
+
+GREEDY = SamplingParams(temperature=0.0)
+PROMPTS = [
+    "The capital of France is", "Once upon a time", "def fibonacci(n):", "The three laws of robotics",
+    "My favourite recipe is", "In the year 2050,", "The best way to learn Python", "Dear diary, today",
+    "A haiku about autumn:", "The mitochondria is", "Ten facts about cats:", "How to build a birdhouse:",
+    "The history of Rome", "Why is the sky blue?", "A letter to my future self:", "The rules of chess",
+]
+
+
+@pytest.fixture(scope="module")
+def pool(smollm2_path):
+    with LlamaPool(smollm2_path, pool_size=16, n_ctx=256, n_threads=2) as p:
+        yield p
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_one_copy_of_the_weights_many_sequences(pool):
+    assert pool.pool_size == 16
+    assert pool.llama._context.n_seq_max == 16
+    assert pool.llama._context.n_ctx_seq == 256
+
+
+def test_same_answer_alone_and_among_fifteen_others(pool):
+    alone = [run(pool.generate(p, max_tokens=24, sampling=GREEDY)) for p in PROMPTS]
+    together = run(pool.generate_batch(PROMPTS, max_tokens=24, sampling=GREEDY))
+    assert together == alone
+    assert sum(bool(t) for t in together) >= 12
+
+
+def test_pool_matches_single_llama(pool, smollm2_path):
+    with Llama(smollm2_path, n_ctx=256, n_threads=2) as llm:
+        expected = [llm.generate(p, max_tokens=16, sampling=GREEDY) for p in PROMPTS[:4]]
+    assert run(pool.generate_batch(PROMPTS[:4], max_tokens=16, sampling=GREEDY)) == expected
+
+
+def test_each_request_keeps_its_own_parameters(pool):
+    async def main():
+        return await asyncio.gather(
+            pool.generate(PROMPTS[0], max_tokens=24, sampling=GREEDY),
+            pool.generate(PROMPTS[0], max_tokens=24, sampling=GREEDY, stop=["."]),
+            pool.generate(PROMPTS[0], max_tokens=3, sampling=GREEDY),
+            pool.generate(PROMPTS[0], max_tokens=24, sampling=SamplingParams(temperature=1.0, seed=5)),
+            pool.generate(PROMPTS[0], max_tokens=24, sampling=SamplingParams(temperature=1.0, seed=5)),
+        )
+
+    full, stopped, short, seeded_a, seeded_b = run(main())
+    assert "." not in stopped and full.startswith(stopped)
+    assert full.startswith(short) and len(short) < len(full)
+    assert seeded_a == seeded_b
+
+
+def test_arrival_order_is_served_first(smollm2_path):
+    never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
+    with LlamaPool(smollm2_path, pool_size=1, n_ctx=256, n_threads=2) as single:
+        order: list[int] = []
+
+        async def one(i):
+            await single.generate(PROMPTS[i], max_tokens=8, sampling=never_end)
+            order.append(i)
+
+        async def main():
+            await asyncio.gather(*(one(i) for i in range(5)))
+
+        run(main())
+    assert order == [0, 1, 2, 3, 4]
+
+
+def test_a_failing_request_fails_alone(pool):
+    bad_bias = SamplingParams(logit_bias={10**7: 1.0})
+
+    async def main():
+        return await asyncio.gather(
+            pool.generate(PROMPTS[0], max_tokens=8, sampling=GREEDY),
+            pool.generate(PROMPTS[1], max_tokens=8, sampling=bad_bias),
+            pool.generate(PROMPTS[2], max_tokens=8, sampling=GREEDY),
+            return_exceptions=True,
+        )
+
+    good_a, bad, good_b = run(main())
+    assert isinstance(bad, ValidationError) and "logit_bias" in str(bad)
+    assert isinstance(good_a, str) and good_a and isinstance(good_b, str) and good_b
+    with pytest.raises(ValidationError, match="the prompt has"):
+        run(pool.generate("word " * 400, max_tokens=4))
+
+
+def test_cancellation_frees_the_sequence(pool):
+    never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
+
+    async def main():
+        victim = asyncio.create_task(pool.generate(PROMPTS[3], max_tokens=None, sampling=never_end))
+        other = asyncio.create_task(pool.generate(PROMPTS[4], max_tokens=16, sampling=GREEDY))
+        await asyncio.sleep(0.3)
+        victim.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await victim
+        return await other
+
+    assert run(main())
+    # The cancelled request's slot was released: a full batch still fits.
+    assert len(run(pool.generate_batch(PROMPTS, max_tokens=2, sampling=GREEDY))) == 16
+    assert pool._engine.active == 0
+
+
+def test_streaming_and_early_exit(pool):
+    async def main():
+        pieces = [p async for p in pool.generate_stream(PROMPTS[0], max_tokens=24, sampling=GREEDY)]
+        first = []
+        async for p in pool.generate_stream(PROMPTS[1], max_tokens=200, sampling=GREEDY):
+            first.append(p)
+            if len(first) == 2:
+                break
+        return pieces, first
+
+    pieces, first = run(main())
+    assert len(pieces) > 1
+    assert "".join(pieces) == run(pool.generate(PROMPTS[0], max_tokens=24, sampling=GREEDY))
+    assert len(first) == 2
+    # Leaving the loop released the sequence: nothing is still decoding for it.
+    wait_until_idle(pool)
+
+
+def wait_until_idle(pool, seconds=30.0):
+    import time
+
+    deadline = time.monotonic() + seconds
+    while pool._engine.active and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert pool._engine.active == 0
+
+
+def test_stream_arguments_are_checked_at_the_call(pool):
+    with pytest.raises(ValidationError, match="max_tokens"):
+        pool.generate_stream(PROMPTS[0], max_tokens=0)
+
+
+def test_streamed_chat_completion(pool):
+    messages = [{"role": "user", "content": "Name a colour."}]
+
+    async def main():
+        chunks = [c async for c in await pool.create_chat_completion(messages, max_tokens=12, temperature=0,
+                                                                      stream=True)]
+        whole = await pool.create_chat_completion(messages, max_tokens=12, temperature=0)
+        return chunks, whole
+
+    chunks, whole = run(main())
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant"}
+    assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
+    text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
+    assert text == whole["choices"][0]["message"]["content"] and text
+
+
+def test_chat_batch(pool):
+    conversations = [[{"role": "user", "content": "Hello!"}], [{"role": "user", "content": "Hi there!"}]]
+    out = run(pool.create_chat_completion_batch(conversations, max_tokens=8, temperature=0))
+    assert [o["object"] for o in out] == ["chat.completion"] * 2
+    assert all(o["choices"][0]["message"]["content"] for o in out)
+
+
+def test_submit_from_threads(pool):
+    futures = [pool.submit(p, max_tokens=8, sampling=GREEDY) for p in PROMPTS[:4]]
+    assert all(f.result(timeout=120) for f in futures)
+
+
+def test_close_fails_new_requests(smollm2_path):
+    p = LlamaPool(smollm2_path, pool_size=2, n_ctx=128, n_threads=2, warmup=True)
+    p.close()
+    p.close()
+    with pytest.raises(LlamaError, match="closed"):
+        run(p.generate("Hi"))
+
+
+def test_shutdown_stops_a_busy_pool(smollm2_path, run_python):
+    result = run_python(
+        f"""
+        import asyncio, llama_cpp
+        from llama_cpp import LlamaPool, SamplingParams
+        never_end = SamplingParams(temperature=0.0, logit_bias={{0: float("-inf"), 1: float("-inf"), 2: float("-inf")}})
+        pool = LlamaPool({str(smollm2_path)!r}, pool_size=2, n_ctx=256, n_threads=2)
+        busy = pool.submit("Once upon a time", max_tokens=None, sampling=never_end)
+        llama_cpp.shutdown()
+        try:
+            busy.result(timeout=60)
+        except llama_cpp.LlamaError as e:
+            print("in flight:", e)
+        try:
+            pool.submit("Hello")
+        except llama_cpp.LlamaError as e:
+            print("after:", e)
+        """
+    )
+    assert result.returncode == 0, result.stderr
+    assert "in flight: [LlamaPool] the pool was closed" in result.stdout
+    assert "after: [LlamaPool.submit] the pool is closed" in result.stdout
