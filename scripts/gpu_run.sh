@@ -3,7 +3,8 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big]     (default: all but big)
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [profile] [diag]
+#   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -83,6 +84,41 @@ bench() {
   done
   "$py" benchmarks/bench.py --prefix "$prefix" "${args[@]}" --ngl 99 --runs 5 \
     --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
+}
+
+poolbench() {
+  stamp "pool benchmark (continuous batching) on m1b; GPU memory by pool size on m8b when it exists"
+  local mem=()
+  [ -f "$models/m8b-q4_k_m.gguf" ] && mem=(--memory 1,4 --memory-model "$models/m8b-q4_k_m.gguf")
+  "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 1,16,64 \
+    --ngl 99 --runs 3 --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --lcp-requests 16 "${mem[@]}" \
+    --json "$out/bench_pool.json" 2>&1 | tee "$out/bench_pool.log"
+}
+
+profile() {
+  stamp "where the host time of a 128-token generate goes (py-spy, native frames)"
+  "$py" benchmarks/profile_decode.py --model "$models/m135-q8_0.gguf" --seconds 8 &
+  local pid=$!
+  sleep 4
+  py-spy record --native --nonblocking -r 2000 -d 3 -f raw -o "$out/profile-m135.txt" -p "$pid" > /dev/null 2>&1 || true
+  wait "$pid" || true
+}
+
+diag() {
+  stamp "libllama-common load after numpy (docs/GPU.md)"
+  "$py" - "$prefix/lib/libllama-common.so" <<'PY' > "$out/diag.log" 2>&1 || true
+import ctypes, os, sys
+import numpy
+maps = open("/proc/self/maps").read().splitlines()
+print("after numpy:", sorted({l.split()[-1] for l in maps if "stdc++" in l or "gcc_s" in l}))
+print("LD_PRELOAD:", os.environ.get("LD_PRELOAD"))
+sys.stdout.flush()
+ctypes.CDLL(sys.argv[1])
+print("loaded libllama-common after numpy")
+PY
+  echo "exit: $?" >> "$out/diag.log"
+  ldd "$prefix/lib/libllama-common.so" | grep -E "stdc|gcc" >> "$out/diag.log" || true
+  cat "$out/diag.log"
 }
 
 for phase in $phases; do "$phase"; done

@@ -3,7 +3,8 @@
 # by the device tool; at most 64 MiB travel). The GPU machine cannot reach any network.
 #  - llama.cpp: the pinned tree without models, docs and the backends we do not build;
 #  - shared/tools/mkmodel.py and skel.gguf (random-weight models of chosen shapes);
-#  - wheels the machine lacks (nanobind, jsonschema and its needs, diskcache);
+#  - wheels the machine lacks (nanobind, jsonschema and its needs, diskcache) and py-spy
+#    (a sampling profiler that sees native frames: the machine has no perf or gdb);
 #  - llama-cpp-python's Python package (from its sdist), for the side-by-side benchmark.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -22,6 +23,9 @@ cp "$shared/tools/mkmodel.py" "$shared/tools/skel.gguf" "$out/"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
   -d "$out/wheels" nanobind==3.1.0 jsonschema jsonschema-specifications referencing rpds-py diskcache
+python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+  --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_17_x86_64 \
+  -d "$out/wheels" py-spy==0.4.1
 cache=${LLAMA_NB_CACHE:-$HOME/.cache/llama-cpp-nanobind}
 tar -C "$out" -xzf "$cache/llama_cpp_python-0.3.36.tar.gz" llama_cpp_python-0.3.36/llama_cpp
 du -sh "$out"

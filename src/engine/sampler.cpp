@@ -1,5 +1,7 @@
 #include "sampler.h"
 
+#include <cmath>
+
 #include "backend.h"
 #include "errors.h"
 #include "model.h"
@@ -40,6 +42,19 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
     if (c.temperature <= 0.0f) {
         // Greedy: argmax after the penalties; the other filters cannot change the maximum.
         add(llama_sampler_init_greedy());
+        plain_greedy_ = grammar_ == nullptr && !(penalties && c.penalty_last_n != 0);
+        if (plain_greedy_) {
+            // Later entries for a token add to earlier ones, as in llama.cpp's logit_bias sampler.
+            std::sort(biases.begin(), biases.end(),
+                      [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
+            for (const auto& b : biases) {
+                if (!biases_.empty() && biases_.back().token == b.token) {
+                    biases_.back().bias += b.bias;
+                } else {
+                    biases_.push_back(b);
+                }
+            }
+        }
         return;
     }
     if (c.mirostat == 1 || c.mirostat == 2) {
@@ -71,9 +86,40 @@ SamplerChain::~SamplerChain() {
     if (grammar_ != nullptr) llama_sampler_free(grammar_);
 }
 
+llama_token SamplerChain::argmax(const float* logits) const {
+    const auto n_vocab = static_cast<llama_token>(candidates_.capacity());
+    auto biased = [this](llama_token t) {
+        return std::binary_search(biases_.begin(), biases_.end(), llama_logit_bias{t, 0.0f},
+                                  [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
+    };
+    // The first maximum in token order wins, as with llama.cpp's greedy sampler over a
+    // candidate array in token order. Biased tokens are scored with their bias below.
+    llama_token best = -1;
+    float best_logit = -INFINITY;
+    for (llama_token t = 0; t < n_vocab; ++t) {
+        if (logits[t] > best_logit && (biases_.empty() || !biased(t))) {
+            best_logit = logits[t];
+            best = t;
+        }
+    }
+    for (const auto& b : biases_) {
+        const float v = logits[b.token] + b.bias;
+        if (v > best_logit || (v == best_logit && b.token < best)) {
+            best_logit = v;
+            best = b.token;
+        }
+    }
+    return best;
+}
+
 llama_token SamplerChain::sample(llama_context* ctx, int32_t output_index) {
     const float* logits = llama_get_logits_ith(ctx, output_index);
     if (logits == nullptr) throw GenerationError("[Llama.generate] no logits for output " + std::to_string(output_index));
+    if (plain_greedy_) {
+        const llama_token token = argmax(logits);
+        if (token < 0) throw GenerationError("[Llama.generate] every token has a logit of -inf");
+        return token;
+    }
     const auto n_vocab = static_cast<llama_token>(candidates_.capacity());
     candidates_.resize(static_cast<size_t>(n_vocab));
     for (llama_token t = 0; t < n_vocab; ++t) candidates_[static_cast<size_t>(t)] = {t, logits[t], 0.0f};

@@ -3,6 +3,7 @@
 
 #include <llama.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -61,9 +62,15 @@ public:
     void accept_prompt(llama_token token) { llama_sampler_accept(chain_, token); }
 
 private:
+    // Greedy with nothing but logit biases (the common case of temperature 0): the argmax
+    // is taken straight from the logits, with no candidate array and no chain.
+    llama_token argmax(const float* logits) const;
+
     llama_sampler* chain_ = nullptr;
     llama_sampler* grammar_ = nullptr;
     std::vector<llama_token_data> candidates_;
+    bool plain_greedy_ = false;
+    std::vector<llama_logit_bias> biases_;  // sorted by token, for plain_greedy_
 };
 
 }  // namespace lcn
