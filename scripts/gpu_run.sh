@@ -121,4 +121,9 @@ PY
   cat "$out/diag.log"
 }
 
-for phase in $phases; do "$phase"; done
+# A failing phase (a test failure, say) does not stop the later ones; the exit status tells.
+failed=0
+for phase in $phases; do
+  "$phase" || { echo "phase '$phase' failed"; failed=1; }
+done
+exit $failed

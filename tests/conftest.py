@@ -33,11 +33,30 @@ GEMMA3 = MODELS / "gemma-3-270m-Q4_K_M.gguf"
 GPU_RUN = os.environ.get("LLAMA_NB_GPU_RUN") == "1"
 GPU_RUN_REASON = "GPU run: real model files cannot reach the GPU machine (64 MiB transfer limit)"
 real_weights = pytest.mark.skipif(GPU_RUN, reason=GPU_RUN_REASON)
+# Bit-exact equality between different batch shapes (one sequence vs sixteen, a prompt
+# decoded in one piece vs two) holds on the CPU backend; CUDA kernels pick different
+# reduction orders by batch shape, and random weights make near-tied logits common, so
+# such tests run on the CPU (issue 5 asks for exactly that).
+cpu_numerics = pytest.mark.skipif(
+    GPU_RUN, reason="GPU run: bit-exact equality across batch shapes is a CPU-backend property"
+)
+# Absolute tolerance when comparing embeddings computed in different batches.
+EMBEDDING_TOLERANCE = 5e-3 if GPU_RUN else 1e-3
 
 # Both sides of every comparison use the same context shape and thread count.
 N_CTX = 2048
 N_BATCH = 512
 N_THREADS = 2
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked ``gpu`` run only where llama.cpp was built with a GPU backend."""
+    if llama_cpp._core.supports_gpu_offload():
+        return
+    skip = pytest.mark.skip(reason="needs a GPU build of llama.cpp and a GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
 
 
 def _require(path: Path, how: str) -> Path:

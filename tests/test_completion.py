@@ -29,6 +29,7 @@ def test_call_is_create_completion(smollm2):
     assert a["choices"][0]["text"] == b["choices"][0]["text"]
 
 
+@real_weights
 def test_finish_reason_stop_and_stop_strings(smollm2):
     out = smollm2.create_completion("The capital of France is", max_tokens=32, temperature=0, stop=["."])
     assert out["choices"][0]["finish_reason"] == "stop"

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from conftest import EMBEDDING_TOLERANCE
 from llama_cpp import Llama, ValidationError
 
 TEXTS = ["The cat sat on the mat.", "A dog barked at the mailman.", "Stock prices rose sharply today.",
@@ -37,7 +38,7 @@ def test_batch_equals_one_by_one(embedder):
     assert len(batch) == len(TEXTS)
     for text, vector in zip(TEXTS, batch):
         single = embedder.embed(text)
-        assert max(abs(a - b) for a, b in zip(vector, single)) < 1e-3
+        assert max(abs(a - b) for a, b in zip(vector, single)) < EMBEDDING_TOLERANCE
 
 
 def test_deterministic_and_distinct(embedder):

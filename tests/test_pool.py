@@ -6,6 +6,7 @@ import asyncio
 
 import pytest
 
+from conftest import cpu_numerics
 from llama_cpp import Llama, LlamaError, LlamaPool, SamplingParams, ValidationError
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -33,6 +34,7 @@ def test_one_copy_of_the_weights_many_sequences(pool):
     assert pool.llama._context.n_ctx_seq == 256
 
 
+@cpu_numerics
 def test_same_answer_alone_and_among_fifteen_others(pool):
     alone = [run(pool.generate(p, max_tokens=24, sampling=GREEDY)) for p in PROMPTS]
     together = run(pool.generate_batch(PROMPTS, max_tokens=24, sampling=GREEDY))
@@ -40,6 +42,7 @@ def test_same_answer_alone_and_among_fifteen_others(pool):
     assert sum(bool(t) for t in together) >= 12
 
 
+@cpu_numerics
 def test_pool_matches_single_llama(pool, smollm2_path):
     with Llama(smollm2_path, n_ctx=256, n_threads=2) as llm:
         expected = [llm.generate(p, max_tokens=16, sampling=GREEDY) for p in PROMPTS[:4]]

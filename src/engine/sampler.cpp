@@ -2,6 +2,10 @@
 
 #include <cmath>
 
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
+
 #include "backend.h"
 #include "errors.h"
 #include "model.h"
@@ -54,6 +58,7 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
                     biases_.push_back(b);
                 }
             }
+            saved_.reserve(biases_.size());
         }
         return;
     }
@@ -86,34 +91,64 @@ SamplerChain::~SamplerChain() {
     if (grammar_ != nullptr) llama_sampler_free(grammar_);
 }
 
-llama_token SamplerChain::argmax(const float* logits) const {
-    const auto n_vocab = static_cast<llama_token>(candidates_.capacity());
-    auto biased = [this](llama_token t) {
-        return std::binary_search(biases_.begin(), biases_.end(), llama_logit_bias{t, 0.0f},
-                                  [](const llama_logit_bias& a, const llama_logit_bias& b) { return a.token < b.token; });
-    };
-    // The first maximum in token order wins, as with llama.cpp's greedy sampler over a
-    // candidate array in token order. Biased tokens are scored with their bias below.
-    llama_token best = -1;
-    float best_logit = -INFINITY;
-    for (llama_token t = 0; t < n_vocab; ++t) {
-        if (logits[t] > best_logit && (biases_.empty() || !biased(t))) {
-            best_logit = logits[t];
-            best = t;
+namespace {
+
+// Index of the first largest value (NaN never wins), as llama.cpp's greedy sampler picks
+// over a candidate array in token order. Blocks of 256 keep the hot loop branch-free
+// (SSE max on x86-64, which every x86-64 CPU has); the block holding the maximum is then
+// scanned for its first occurrence.
+llama_token first_max(const float* v, int32_t n) {
+    constexpr int32_t kBlock = 256;
+    float best = -INFINITY;
+    int32_t best_block = -1;
+    for (int32_t b = 0; b < n; b += kBlock) {
+        const int32_t end = std::min(n, b + kBlock);
+        float m = -INFINITY;
+        int32_t i = b;
+#if defined(__SSE2__)
+        __m128 m0 = _mm_set1_ps(-INFINITY), m1 = m0, m2 = m0, m3 = m0;
+        for (; i + 16 <= end; i += 16) {
+            // max(x, m) returns m when x is NaN: NaN is skipped.
+            m0 = _mm_max_ps(_mm_loadu_ps(v + i), m0);
+            m1 = _mm_max_ps(_mm_loadu_ps(v + i + 4), m1);
+            m2 = _mm_max_ps(_mm_loadu_ps(v + i + 8), m2);
+            m3 = _mm_max_ps(_mm_loadu_ps(v + i + 12), m3);
+        }
+        alignas(16) float lanes[4];
+        _mm_store_ps(lanes, _mm_max_ps(_mm_max_ps(m0, m1), _mm_max_ps(m2, m3)));
+        m = std::max(std::max(lanes[0], lanes[1]), std::max(lanes[2], lanes[3]));
+#endif
+        for (; i < end; ++i) {
+            if (v[i] > m) m = v[i];
+        }
+        if (m > best) {
+            best = m;
+            best_block = b;
         }
     }
+    if (best_block < 0) return -1;
+    for (int32_t i = best_block;; ++i) {
+        if (v[i] == best) return i;
+    }
+}
+
+}  // namespace
+
+llama_token SamplerChain::argmax(float* logits) {
+    // The biases are applied in place for the search and undone after it: the context's
+    // logits stay the model's raw values (log-probabilities are computed from them).
+    saved_.clear();
     for (const auto& b : biases_) {
-        const float v = logits[b.token] + b.bias;
-        if (v > best_logit || (v == best_logit && b.token < best)) {
-            best_logit = v;
-            best = b.token;
-        }
+        saved_.push_back(logits[b.token]);
+        logits[b.token] += b.bias;
     }
+    const llama_token best = first_max(logits, static_cast<int32_t>(candidates_.capacity()));
+    for (size_t i = 0; i < biases_.size(); ++i) logits[biases_[i].token] = saved_[i];
     return best;
 }
 
 llama_token SamplerChain::sample(llama_context* ctx, int32_t output_index) {
-    const float* logits = llama_get_logits_ith(ctx, output_index);
+    float* logits = llama_get_logits_ith(ctx, output_index);
     if (logits == nullptr) throw GenerationError("[Llama.generate] no logits for output " + std::to_string(output_index));
     if (plain_greedy_) {
         const llama_token token = argmax(logits);

@@ -64,13 +64,14 @@ public:
 private:
     // Greedy with nothing but logit biases (the common case of temperature 0): the argmax
     // is taken straight from the logits, with no candidate array and no chain.
-    llama_token argmax(const float* logits) const;
+    llama_token argmax(float* logits);
 
     llama_sampler* chain_ = nullptr;
     llama_sampler* grammar_ = nullptr;
     std::vector<llama_token_data> candidates_;
     bool plain_greedy_ = false;
-    std::vector<llama_logit_bias> biases_;  // sorted by token, for plain_greedy_
+    std::vector<llama_logit_bias> biases_;  // sorted by token, duplicates summed, for plain_greedy_
+    std::vector<float> saved_;              // the raw logits of biased tokens during argmax
 };
 
 }  // namespace lcn
