@@ -85,8 +85,13 @@ def ours(model: Path, ngl: int, runs: int, threads: int) -> dict[str, float]:
     t_pp = median_time(lambda: llm.generate(long_prompt, max_tokens=1, sampling=greedy), runs)
     result["pp512"] = N_PROMPT / t_pp
 
+    # The first piece is the first token's text; random weights may start with a token that
+    # is no text on its own (part of a UTF-8 character), so a plain word is made the argmax.
+    word = llm.tokenize(" the", add_bos=False)[0]
+    first_word = SamplingParams(temperature=0.0, logit_bias={**eog, word: 1000.0})
+
     def first_piece():
-        s = llm.generate_stream(long_prompt, max_tokens=N_GEN, sampling=greedy)
+        s = llm.generate_stream(long_prompt, max_tokens=N_GEN, sampling=first_word)
         next(s)
         s.close()
 

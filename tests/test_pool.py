@@ -99,22 +99,24 @@ def test_a_failing_request_fails_alone(pool):
         run(pool.generate("word " * 400, max_tokens=4))
 
 
-def test_cancellation_frees_the_sequence(pool):
+def test_cancellation_frees_the_sequence(smollm2_path):
     never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
+    # A context long enough that the victim cannot finish before it is cancelled, even on a GPU.
+    with LlamaPool(smollm2_path, pool_size=2, n_ctx=8192, n_threads=2) as pool:
 
-    async def main():
-        victim = asyncio.create_task(pool.generate(PROMPTS[3], max_tokens=None, sampling=never_end))
-        other = asyncio.create_task(pool.generate(PROMPTS[4], max_tokens=16, sampling=GREEDY))
-        await asyncio.sleep(0.3)
-        victim.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await victim
-        return await other
+        async def main():
+            victim = asyncio.create_task(pool.generate(PROMPTS[3], max_tokens=None, sampling=never_end))
+            other = asyncio.create_task(pool.generate(PROMPTS[4], max_tokens=16, sampling=GREEDY))
+            await asyncio.sleep(0.3)
+            victim.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await victim
+            return await other
 
-    assert run(main())
-    # The cancelled request's slot was released: a full batch still fits.
-    assert len(run(pool.generate_batch(PROMPTS, max_tokens=2, sampling=GREEDY))) == 16
-    assert pool._engine.active == 0
+        assert run(main())
+        # The cancelled request's slot was released: both slots serve again.
+        assert len(run(pool.generate_batch(PROMPTS[:2], max_tokens=2, sampling=GREEDY))) == 2
+        assert pool._engine.active == 0
 
 
 def test_streaming_and_early_exit(pool):

@@ -7,6 +7,7 @@
 #include <nanobind/stl/vector.h>
 
 #include "../engine/generation.h"
+#include "../engine/piece_queue.h"
 #include "bindings.h"
 #include "results.h"
 
@@ -40,7 +41,11 @@ PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prom
 
     bool callback_failed = false;
     lcn::TextCallback callback;
-    if (!on_text.is_none()) {
+    if (nb::isinstance<lcn::PieceQueue>(on_text)) {
+        // Streaming: pieces go to a C++ queue; the decoding thread never takes the GIL.
+        lcn::PieceQueue* queue = nb::cast<lcn::PieceQueue*>(on_text);
+        callback = [queue](const std::string& piece) { return queue->push(piece); };
+    } else if (!on_text.is_none()) {
         callback = [&](const std::string& piece) {
             nb::gil_scoped_acquire gil;
             try {
@@ -173,7 +178,8 @@ void bind_context(nb::module_& m) {
              nb::arg("on_text").none(),
              nb::sig("def generate(self, prompt: list[int], max_tokens: int, sampling: SamplingConfig, "
                      "stop: list[str], reuse_prefix: bool, ignore_eos: bool, logprobs: int, "
-                     "on_text: collections.abc.Callable[[str], bool | None] | None) -> GenerationResult"),
+                     "on_text: collections.abc.Callable[[str], bool | None] | PieceQueue | None) -> "
+                     "GenerationResult"),
              "Generates from token ids with the GIL released; on_text gets each released piece and may "
-             "return False to stop.");
+             "return False to stop. A PieceQueue receives the pieces without the GIL.");
 }

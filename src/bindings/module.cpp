@@ -11,6 +11,7 @@ NB_MODULE(_core, m) {
     bind_grammar(m);
     bind_chat(m);
     bind_lora(m);
+    bind_streaming(m);
     bind_context(m);
     bind_pool(m);
     m.attr("LLAMA_DEFAULT_SEED") = LLAMA_DEFAULT_SEED;

@@ -27,20 +27,22 @@ void bind_pool(nb::module_& m) {
         .def(
             "add",
             [](lcn::BatchEngine& self, std::vector<llama_token> prompt, int32_t max_tokens,
-               const lcn::SamplingConfig& sampling, std::vector<std::string> stop, int32_t logprobs) {
+               const lcn::SamplingConfig& sampling, std::vector<std::string> stop, int32_t logprobs,
+               bool stream) {
                 lcn::GenerationRequest request =
                     make_request(std::move(prompt), max_tokens, sampling, std::move(stop), false, logprobs);
                 lcn::SlotEvent event;
                 {
                     nb::gil_scoped_release nogil;
                     std::lock_guard<std::mutex> lock(self.context().mutex());
-                    event = self.add(std::move(request));
+                    event = self.add(std::move(request), stream);
                 }
                 return event_to_python(std::move(event));
             },
             nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"), nb::arg("stop"),
-            nb::arg("logprobs"),
-            "Starts a request on a free slot (decodes its prompt); returns its first event.")
+            nb::arg("logprobs"), nb::arg("stream"),
+            "Starts a request on a free slot (decodes its prompt); returns its first event. With stream=False "
+            "step() reports the request only when it finishes.")
         .def(
             "step",
             [](lcn::BatchEngine& self) {
@@ -54,7 +56,8 @@ void bind_pool(nb::module_& m) {
                 for (auto& e : events) out.append(event_to_python(std::move(e)));
                 return out;
             },
-            "One decode for every active slot; returns one event per slot.")
+            "One decode for every active slot; returns an event for every streaming slot and every slot that "
+            "finished.")
         .def(
             "cancel",
             [](lcn::BatchEngine& self, int32_t slot) {

@@ -4,7 +4,8 @@
 
 namespace lcn {
 
-BatchEngine::BatchEngine(Context& context) : context_(context), slots_(context.n_seq_max()) {
+BatchEngine::BatchEngine(Context& context)
+    : context_(context), slots_(context.n_seq_max()), streaming_(context.n_seq_max(), false) {
     step_inputs_.reserve(slots_.size());
     step_slots_.reserve(slots_.size());
 }
@@ -27,7 +28,7 @@ SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
     return event;
 }
 
-SlotEvent BatchEngine::add(GenerationRequest request) {
+SlotEvent BatchEngine::add(GenerationRequest request, bool stream) {
     size_t slot = 0;
     while (slot < slots_.size() && slots_[slot] != nullptr) ++slot;
     if (slot == slots_.size()) throw LlamaError("[LlamaPool] no free slot");
@@ -41,6 +42,7 @@ SlotEvent BatchEngine::add(GenerationRequest request) {
         throw;
     }
     slots_[slot] = std::move(sequence);
+    streaming_[slot] = stream;
     if (slots_[slot]->finished()) return finish_slot(slot, std::move(text));
     SlotEvent event;
     event.slot = static_cast<int32_t>(slot);
@@ -81,7 +83,7 @@ std::vector<SlotEvent> BatchEngine::step() {
             events.back().error = std::move(error);
         } else if (slots_[slot]->finished()) {
             events.push_back(finish_slot(slot, std::move(text)));
-        } else {
+        } else if (streaming_[slot]) {
             SlotEvent event;
             event.slot = static_cast<int32_t>(slot);
             event.text = std::move(text);

@@ -38,9 +38,11 @@ public:
 
     // Starts a request on a free slot: decodes its prompt and samples its first token.
     // A bad request throws (ValidationError, ...) and leaves every other slot untouched.
-    SlotEvent add(GenerationRequest request);
+    // `stream`: report the text of every step; otherwise only the finished request.
+    SlotEvent add(GenerationRequest request, bool stream);
 
-    // One llama_decode for all active slots; one event per slot that was active.
+    // One llama_decode for all active slots. Events: one per streaming slot, and one for
+    // every slot that finished (its result, or its error).
     std::vector<SlotEvent> step();
 
     // Ends a request now; its KV cells are freed.
@@ -51,6 +53,7 @@ private:
 
     Context& context_;
     std::vector<std::unique_ptr<Sequence>> slots_;
+    std::vector<bool> streaming_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_inputs_;
     std::vector<size_t> step_slots_;
 };

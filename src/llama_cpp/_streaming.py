@@ -1,31 +1,31 @@
-"""The one streaming primitive: C++ decodes on a worker thread and hands each released
-piece of text to a callback; the callback feeds a queue the caller iterates over.
+"""The one streaming primitive: C++ decodes on a worker thread and puts each released
+piece of text into a C++ queue (no GIL is taken per token); the caller's iteration takes
+pieces from it, waiting with the GIL released.
 
-Sync streaming iterates the queue directly. Closing the iterator (``break``, ``close()``,
-garbage collection) sets a flag the callback returns to C++, which stops decoding before
-the next token; the worker is then joined, so the instance is ready for the next call.
+Closing the iterator (``break``, ``close()``, garbage collection) sets the queue's cancel
+flag, which C++ checks after every token, so decoding stops before the next one; the worker
+is then joined, so the instance is ready for the next call.
 """
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
 
-_TEXT, _DONE, _ERROR = 0, 1, 2
+from . import _core
 
 
 class GenerationStream:
     """Iterator of text pieces from a generation running on a background thread.
     ``result`` holds the final GenerationResult once the iterator is exhausted."""
 
-    def __init__(self, run: Callable[[Callable[[str], bool]], Any]) -> None:
+    def __init__(self, run: Callable[[Any], Any]) -> None:
         self._run = run
-        self._queue: queue.SimpleQueue[tuple[int, Any]] = queue.SimpleQueue()
-        self._cancel = threading.Event()
+        self._pieces = _core.PieceQueue()
         self._thread: threading.Thread | None = None
         self._finished = False
+        self._error: BaseException | None = None
         self.result: Any = None
 
     @property
@@ -33,16 +33,13 @@ class GenerationStream:
         """True while the background thread is still generating."""
         return self._thread is not None and self._thread.is_alive()
 
-    def _on_text(self, piece: str) -> bool:
-        if piece:
-            self._queue.put((_TEXT, piece))
-        return not self._cancel.is_set()
-
     def _work(self) -> None:
         try:
-            self._queue.put((_DONE, self._run(self._on_text)))
+            self.result = self._run(self._pieces)
         except BaseException as exc:  # handed to the consumer thread
-            self._queue.put((_ERROR, exc))
+            self._error = exc
+        finally:
+            self._pieces.close()
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -53,32 +50,24 @@ class GenerationStream:
         if self._thread is None:
             self._thread = threading.Thread(target=self._work, name="llama-cpp-stream", daemon=True)
             self._thread.start()
-        kind, value = self._queue.get()
-        if kind == _TEXT:
-            return str(value)
+        piece = self._pieces.get()
+        if piece is not None:
+            return piece
         self._finished = True
         self._thread.join()
-        if kind == _ERROR:
-            raise value
-        self.result = value
+        if self._error is not None:
+            raise self._error
         raise StopIteration
 
     def close(self) -> None:
         """Stops decoding (within one token) and waits for the worker to finish."""
         if self._finished:
             return
-        self._cancel.set()
+        self._pieces.cancel()
         self._finished = True
         # The worker itself can drop the last reference (its target is a bound method):
         # then there is nothing to wait for.
         if self._thread is not None and self._thread is not threading.current_thread():
-            while True:
-                kind, value = self._queue.get()
-                if kind == _DONE:
-                    self.result = value
-                    break
-                if kind == _ERROR:
-                    break
             self._thread.join()
 
     def __enter__(self) -> GenerationStream:

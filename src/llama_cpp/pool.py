@@ -187,7 +187,8 @@ class LlamaPool:
                     continue
                 r = job.request
                 try:
-                    event = engine.add(r.tokens, r.max_tokens, r.sampling, r.stops, r.logprobs)
+                    event = engine.add(r.tokens, r.max_tokens, r.sampling, r.stops, r.logprobs,
+                                       job.on_piece is not None)
                 except LlamaError as exc:
                     job.fail(exc)  # this request alone
                     continue
