@@ -31,6 +31,7 @@ from pathlib import Path
 
 N_GEN = 128
 N_PROMPT = 512
+N_CTX = 2048  # --n-ctx
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -62,7 +63,7 @@ def median_time(fn, runs: int) -> float:
 def ours(model: Path, ngl: int, runs: int, threads: int) -> dict[str, float]:
     from llama_cpp import Llama, SamplingParams
 
-    llm = Llama(model, n_ctx=2048, n_batch=2048, n_ubatch=512, n_gpu_layers=ngl, flash_attn=True, n_threads=threads)
+    llm = Llama(model, n_ctx=N_CTX, n_batch=2048, n_ubatch=512, n_gpu_layers=ngl, flash_attn=True, n_threads=threads)
     eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
     greedy = SamplingParams(temperature=0.0, logit_bias=eog)
     prompt = llm.tokenize(PROMPT)
@@ -141,9 +142,11 @@ def main() -> None:
     parser.add_argument("--ngl", type=int, default=99)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--n-ctx", type=int, default=N_CTX, help="context of our Llama (first-piece test needs > 640)")
     parser.add_argument("--llama-cpp-python", type=Path)
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    globals()["N_CTX"] = args.n_ctx
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "ngl": args.ngl,
               "threads": args.threads, "runs": args.runs, "models": {}}
