@@ -221,3 +221,18 @@ def test_shutdown_stops_a_busy_pool(smollm2_path, run_python):
     assert result.returncode == 0, result.stderr
     assert "in flight: [LlamaPool] the pool was closed" in result.stdout
     assert "after: [LlamaPool.submit] the pool is closed" in result.stdout
+
+
+def test_parallel_inference_example(smollm2_path):
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    out = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "parallel_inference.py"), "--model", str(smollm2_path),
+         "--requests", "4", "--max-tokens", "16"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "same texts    : True" in out
+    assert "speedup" in out
