@@ -50,3 +50,26 @@ def test_stubs_match_the_reference():
     package = Path(llama_cpp.__file__).parent
     reference = Path(__file__).parent / "stubs" / "_core.pyi.ref"
     assert (package / "_core.pyi").read_text() == reference.read_text()
+
+
+def test_every_public_name_has_a_docstring():
+    import inspect
+
+    import llama_cpp
+
+    missing = []
+    for name in llama_cpp.__all__:
+        obj = getattr(llama_cpp, name)
+        if not inspect.getdoc(obj):
+            missing.append(name)
+        if not inspect.isclass(obj) or issubclass(obj, BaseException):
+            continue
+        for attr, member in vars(obj).items():
+            if attr.startswith("_") and attr != "__call__":
+                continue
+            target = member.fget if isinstance(member, property) else member
+            if isinstance(member, (classmethod, staticmethod)):
+                target = member.__func__
+            if callable(target) and not inspect.getdoc(target):
+                missing.append(f"{name}.{attr}")
+    assert not missing, f"public names without a docstring: {missing}"

@@ -58,10 +58,12 @@ class LlamaGrammar:
 
     @property
     def gbnf(self) -> str:
+        """The grammar's GBNF source (for a JSON schema: what llama.cpp converted it to)."""
         return self._gbnf
 
     @property
     def root(self) -> str:
+        """The name of the start rule."""
         return self._root
 
     def __repr__(self) -> str:

@@ -118,6 +118,7 @@ class Llama:
 
     @property
     def closed(self) -> bool:
+        """True once :meth:`close` (or :func:`shutdown`) has freed the model."""
         return self._model is None
 
     def __enter__(self) -> Llama:
@@ -147,6 +148,7 @@ class Llama:
 
     @property
     def model_path(self) -> str:
+        """The GGUF file this instance loaded (the ``model`` field of completion dicts)."""
         return str(self.config.model_path)
 
     def n_ctx(self) -> int:
@@ -642,6 +644,7 @@ class Llama:
 
     @property
     def lora_adapters(self) -> list[LoraAdapter]:
+        """The active adapters, in the order they were loaded."""
         return list(self._adapters)
 
     def _apply_adapters(self, context: Any, adapters: list[LoraAdapter]) -> None:
