@@ -87,6 +87,7 @@ class LlamaConfig:
 
     @classmethod
     def field_names(cls) -> frozenset[str]:
+        """Names of every field (what ``Llama(path, **overrides)`` accepts)."""
         return frozenset(f.name for f in fields(cls))
 
     def _model_params(self) -> Any:
