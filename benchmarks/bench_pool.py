@@ -51,13 +51,14 @@ def prompt_tokens(tokenize, npp: int) -> list[int]:
     return (base * (npp // len(base) + 1))[:npp]
 
 
-def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads: int, runs: int) -> dict[int, float]:
+def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads: int, runs: int,
+         sampling_threads: int | None, steps: dict[int, dict[str, float]]) -> dict[int, float]:
     from llama_cpp import LlamaPool, SamplingParams
 
     result = {}
     for p in parallel:
         with LlamaPool(model, pool_size=p, n_ctx=npp + ntg + 16, n_gpu_layers=ngl, flash_attn=True,
-                       n_threads=threads) as pool:
+                       n_threads=threads, sampling_threads=sampling_threads) as pool:
             llm = pool.llama
             eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
             greedy = SamplingParams(temperature=0.0, logit_bias=eog)
@@ -73,10 +74,16 @@ def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads
                 return time.perf_counter() - start
 
             run(ntg)  # warm-up
+            pool._engine.reset_timings()
             full = statistics.median(run(ntg) for _ in range(runs))
+            t = pool._engine.timings()
             one = statistics.median(run(1) for _ in range(runs))
             result[p] = p * (ntg - 1) / (full - one)
-            print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s", flush=True)
+            # Per decode step of the full runs: decoding vs sampling every active request.
+            steps[p] = {"decode_ms": t["decode_ms"] / t["steps"], "sample_ms": t["sample_ms"] / t["steps"],
+                        "sampling_threads": pool._engine.sampling_threads}
+            print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s; per step {steps[p]['decode_ms']:.3f} ms decode, "
+                  f"{steps[p]['sample_ms']:.3f} ms sampling on {steps[p]['sampling_threads']} threads", flush=True)
     return result
 
 
@@ -158,6 +165,7 @@ def main() -> None:
     parser.add_argument("--memory", default="", help="pool sizes to measure GPU memory for, e.g. 1,4")
     parser.add_argument("--memory-model", type=Path, help="model for --memory (default --model)")
     parser.add_argument("--memory-ctx", type=int, default=4096, help="per-request n_ctx for --memory")
+    parser.add_argument("--sampling-threads", type=int, default=None, help="LlamaPool(sampling_threads=...)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parallel = [int(p) for p in args.parallel.split(",")]
@@ -167,7 +175,9 @@ def main() -> None:
                     "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads}
     report["native_s_tg"] = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)
     print(f"native S_TG: {report['native_s_tg']}", flush=True)
-    report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.threads, args.runs)
+    report["pool_steps"] = {}
+    report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.threads, args.runs,
+                             args.sampling_threads, report["pool_steps"])
     if args.llama_cpp_python:
         report["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, args.model, args.ngl,
                                                       args.npp, args.ntg, args.lcp_requests, args.threads,

@@ -236,3 +236,17 @@ def test_parallel_inference_example(smollm2_path):
     ).stdout
     assert "same texts    : True" in out
     assert "speedup" in out
+
+
+def test_sampling_threads_do_not_change_answers(smollm2_path):
+    with pytest.raises(ValidationError, match="sampling_threads"):
+        LlamaPool(smollm2_path, pool_size=2, sampling_threads=0)
+    answers = []
+    for threads in (1, 2):
+        with LlamaPool(smollm2_path, pool_size=4, n_ctx=256, n_threads=2, sampling_threads=threads) as pool:
+            assert pool._engine.sampling_threads == threads
+            pool._engine.reset_timings()
+            answers.append(run(pool.generate_batch(PROMPTS[:4], max_tokens=12, sampling=GREEDY)))
+            timings = pool._engine.timings()
+            assert timings["steps"] >= 11 and timings["decode_ms"] > 0 and timings["sample_ms"] > 0
+    assert answers[0] == answers[1]

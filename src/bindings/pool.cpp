@@ -21,9 +21,25 @@ void bind_pool(nb::module_& m) {
     nb::class_<lcn::BatchEngine>(m, "BatchEngine",
                                  "Continuous batching over one Context: one slot per sequence, one decode per step. "
                                  "Driven by one thread at a time.")
-        .def(nb::init<lcn::Context&>(), nb::arg("context"), nb::keep_alive<1, 2>())
+        .def(nb::init<lcn::Context&, size_t>(), nb::arg("context"), nb::arg("sampling_threads") = 0,
+             nb::keep_alive<1, 2>())
         .def_prop_ro("capacity", &lcn::BatchEngine::capacity)
         .def_prop_ro("active", &lcn::BatchEngine::active)
+        .def_prop_ro("sampling_threads", &lcn::BatchEngine::sampling_threads,
+                     "Threads that sample the slots of a step (the scheduler's included).")
+        .def(
+            "timings",
+            [](const lcn::BatchEngine& self) {
+                const lcn::StepTimings& t = self.timings();
+                nb::dict out;
+                out["steps"] = t.steps;
+                out["decode_ms"] = static_cast<double>(t.decode_us) / 1000.0;
+                out["sample_ms"] = static_cast<double>(t.sample_us) / 1000.0;
+                return out;
+            },
+            "Steps since the last reset, and the time they spent decoding (llama_decode and waiting for the "
+            "logits) and sampling (every slot's sampling, stop strings and text).")
+        .def("reset_timings", &lcn::BatchEngine::reset_timings, "Zeroes timings().")
         .def(
             "add",
             [](lcn::BatchEngine& self, std::vector<llama_token> prompt, int32_t max_tokens,

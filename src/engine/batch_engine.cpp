@@ -1,11 +1,34 @@
 #include "batch_engine.h"
 
+#include <algorithm>
+#include <chrono>
+#include <thread>
+
 #include "errors.h"
 
 namespace lcn {
 
-BatchEngine::BatchEngine(Context& context)
-    : context_(context), slots_(context.n_seq_max()), streaming_(context.n_seq_max(), false) {
+namespace {
+
+// Threads that sample the slots of a step besides the scheduler's own: enough to spread a
+// large batch, never more than the machine has.
+size_t sampling_workers(size_t n_slots, size_t requested) {
+    const size_t cores = std::max<size_t>(1, std::thread::hardware_concurrency());
+    const size_t threads = requested > 0 ? requested : std::min(cores, size_t{8});
+    return std::max<size_t>(1, std::min(threads, n_slots)) - 1;
+}
+
+}  // namespace
+
+BatchEngine::BatchEngine(Context& context, size_t sampling_threads)
+    : context_(context),
+      slots_(context.n_seq_max()),
+      streaming_(context.n_seq_max(), false),
+      rows_(context.n_seq_max()),
+      texts_(context.n_seq_max()),
+      error_kinds_(context.n_seq_max()),
+      errors_(context.n_seq_max()),
+      workers_(sampling_workers(context.n_seq_max(), sampling_threads)) {
     step_inputs_.reserve(slots_.size());
     step_slots_.reserve(slots_.size());
 }
@@ -51,6 +74,7 @@ SlotEvent BatchEngine::add(GenerationRequest request, bool stream) {
 }
 
 std::vector<SlotEvent> BatchEngine::step() {
+    using clock = std::chrono::steady_clock;
     step_inputs_.clear();
     step_slots_.clear();
     for (size_t i = 0; i < slots_.size(); ++i) {
@@ -59,34 +83,49 @@ std::vector<SlotEvent> BatchEngine::step() {
         step_slots_.push_back(i);
     }
     std::vector<SlotEvent> events;
-    if (step_inputs_.empty()) return events;
+    const size_t n = step_slots_.size();
+    if (n == 0) return events;
+    const auto t0 = clock::now();
     context_.decode_step(step_inputs_);
-    events.reserve(step_slots_.size());
-    for (size_t k = 0; k < step_slots_.size(); ++k) {
-        const size_t slot = step_slots_[k];
-        std::string text;
-        int32_t error_kind = 0;
-        std::string error;
+    // Fetched here, one after another: llama_get_logits_ith synchronizes the context and is
+    // not thread-safe. Sampling then reads and writes only each slot's own row and state.
+    for (size_t k = 0; k < n; ++k) {
+        rows_[k] = context_.logits(static_cast<int32_t>(k));
+        texts_[k].clear();
+        error_kinds_[k] = 0;
+        errors_[k].clear();
+    }
+    const auto t1 = clock::now();
+    workers_.run(n, [this](size_t k) {
+        Sequence& sequence = *slots_[step_slots_[k]];
         try {
-            slots_[slot]->advance(static_cast<int32_t>(k), text);
+            sequence.advance_from(rows_[k], texts_[k]);
         } catch (const ValidationError& e) {
-            error_kind = 1, error = e.what();
+            error_kinds_[k] = 1, errors_[k] = e.what();
         } catch (const GenerationError& e) {
-            error_kind = 2, error = e.what();
-        } catch (const LlamaError& e) {
-            error_kind = 3, error = e.what();
+            error_kinds_[k] = 2, errors_[k] = e.what();
+        } catch (const std::exception& e) {
+            error_kinds_[k] = 3, errors_[k] = e.what();
         }
-        if (error_kind != 0) {
-            slots_[slot]->cancel(text);
-            events.push_back(finish_slot(slot, std::move(text)));
-            events.back().error_kind = error_kind;
-            events.back().error = std::move(error);
+    });
+    const auto t2 = clock::now();
+    timings_.steps += 1;
+    timings_.decode_us += std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
+    timings_.sample_us += std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count();
+
+    for (size_t k = 0; k < n; ++k) {
+        const size_t slot = step_slots_[k];
+        if (error_kinds_[k] != 0) {
+            slots_[slot]->cancel(texts_[k]);
+            events.push_back(finish_slot(slot, std::move(texts_[k])));
+            events.back().error_kind = error_kinds_[k];
+            events.back().error = std::move(errors_[k]);
         } else if (slots_[slot]->finished()) {
-            events.push_back(finish_slot(slot, std::move(text)));
+            events.push_back(finish_slot(slot, std::move(texts_[k])));
         } else if (streaming_[slot]) {
             SlotEvent event;
             event.slot = static_cast<int32_t>(slot);
-            event.text = std::move(text);
+            event.text = std::move(texts_[k]);
             events.push_back(std::move(event));
         }
     }

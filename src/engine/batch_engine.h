@@ -10,6 +10,7 @@
 
 #include "context.h"
 #include "generation.h"
+#include "worker_pool.h"
 
 namespace lcn {
 
@@ -24,10 +25,19 @@ struct SlotEvent {
     std::string error;
 };
 
+// Where the time of the steps went (microseconds, summed since the last reset).
+struct StepTimings {
+    int64_t steps = 0;
+    int64_t decode_us = 0;  // llama_decode and waiting for its logits
+    int64_t sample_us = 0;  // sampling, stop strings and text of every active slot
+};
+
 // Not thread-safe: one scheduler thread drives it (and holds the context's mutex).
 class BatchEngine {
 public:
-    explicit BatchEngine(Context& context);
+    // sampling_threads: threads that sample the slots of a step, the caller's included;
+    // 0 picks one per core, at most 8.
+    explicit BatchEngine(Context& context, size_t sampling_threads = 0);
     BatchEngine(const BatchEngine&) = delete;
     BatchEngine& operator=(const BatchEngine&) = delete;
 
@@ -48,6 +58,10 @@ public:
     // Ends a request now; its KV cells are freed.
     SlotEvent cancel(int32_t slot);
 
+    const StepTimings& timings() const { return timings_; }
+    void reset_timings() { timings_ = StepTimings{}; }
+    size_t sampling_threads() const { return workers_.size(); }
+
 private:
     SlotEvent finish_slot(size_t slot, std::string text);
 
@@ -56,6 +70,13 @@ private:
     std::vector<bool> streaming_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_inputs_;
     std::vector<size_t> step_slots_;
+    // Per position in a step: the logits row, the released text, an error.
+    std::vector<float*> rows_;
+    std::vector<std::string> texts_;
+    std::vector<int32_t> error_kinds_;
+    std::vector<std::string> errors_;
+    WorkerPool workers_;  // samples the slots of a step side by side
+    StepTimings timings_;
 };
 
 }  // namespace lcn

@@ -153,6 +153,12 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
 }
 
 
+float* Context::logits(int32_t output_index) {
+    float* row = llama_get_logits_ith(ctx_, output_index);
+    if (row == nullptr) throw GenerationError("[Llama.generate] no logits for output " + std::to_string(output_index));
+    return row;
+}
+
 PerfData Context::perf() const {
     const llama_perf_context_data d = llama_perf_context(ctx_);
     PerfData out;

@@ -69,6 +69,9 @@ public:
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
 
     int32_t last_output() const { return last_output_; }
+    // The logits row of an output of the last decode (waits for the backend). Call from the
+    // thread that decodes; the rows themselves may then be read by other threads.
+    float* logits(int32_t output_index);
 
     PerfData perf() const;
     void perf_reset() { llama_perf_context_reset(ctx_); }

@@ -31,8 +31,12 @@ void Sequence::start(std::string& text_out) {
 }
 
 void Sequence::advance(int32_t output_index, std::string& text_out) {
+    advance_from(context_.logits(output_index), text_out);
+}
+
+void Sequence::advance_from(float* logits, std::string& text_out) {
     const size_t before = text_out.size();
-    sample_and_take(output_index, text_out);
+    sample_and_take(logits, text_out);
     result_.text.append(text_out, before, std::string::npos);
 }
 
@@ -48,16 +52,15 @@ void Sequence::start_impl(std::string& text_out) {
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
-    sample_and_take(context_.last_output(), text_out);
+    sample_and_take(context_.logits(context_.last_output()), text_out);
 }
 
 
-void Sequence::sample_and_take(int32_t output_index, std::string& text_out) {
-    const llama_token token = sampler_.sample(context_.get(), output_index);
+void Sequence::sample_and_take(float* logits, std::string& text_out) {
+    const llama_token token = sampler_.sample(logits);
     if (request_.logprobs >= 0 && !(context_.model().is_eog(token) && !request_.ignore_eos)) {
         // Log-softmax of the model's raw logits (before any sampler), only when asked:
         // it costs a pass over the vocabulary per token.
-        const float* logits = llama_get_logits_ith(context_.get(), output_index);
         const int32_t n_vocab = context_.model().n_vocab();
         const float max_logit = *std::max_element(logits, logits + n_vocab);
         double sum = 0;

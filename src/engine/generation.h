@@ -55,11 +55,14 @@ public:
     llama_token next_input() const { return next_; }
     // After a decode step: samples from the logits at `output_index`.
     void advance(int32_t output_index, std::string& text_out);
+    // The same, from a row of logits the caller fetched (llama_get_logits_ith is not safe to
+    // call from several threads; sampling from distinct rows is). Touches only this sequence.
+    void advance_from(float* logits, std::string& text_out);
     void cancel(std::string& text_out);
 
 private:
     void start_impl(std::string& text_out);
-    void sample_and_take(int32_t output_index, std::string& text_out);
+    void sample_and_take(float* logits, std::string& text_out);
     void take(llama_token token, std::string& text_out);
     void finish(FinishReason reason, std::string& text_out);
 

@@ -147,9 +147,7 @@ llama_token SamplerChain::argmax(float* logits) {
     return best;
 }
 
-llama_token SamplerChain::sample(llama_context* ctx, int32_t output_index) {
-    float* logits = llama_get_logits_ith(ctx, output_index);
-    if (logits == nullptr) throw GenerationError("[Llama.generate] no logits for output " + std::to_string(output_index));
+llama_token SamplerChain::sample(float* logits) {
     if (plain_greedy_) {
         const llama_token token = argmax(logits);
         if (token < 0) throw GenerationError("[Llama.generate] every token has a logit of -inf");

@@ -54,9 +54,10 @@ public:
     SamplerChain(const SamplerChain&) = delete;
     SamplerChain& operator=(const SamplerChain&) = delete;
 
-    // Samples from the logits at `output_index` and accepts the token into the
-    // grammar and the chain. No allocation: the candidate array is reused.
-    llama_token sample(llama_context* ctx, int32_t output_index);
+    // Samples from one row of logits (Context::logits) and accepts the token into the
+    // grammar and the chain. No allocation: the candidate array is reused. The row is
+    // left as it was (greedy applies logit biases in place and undoes them).
+    llama_token sample(float* logits);
     // Feeds a prompt token to the penalty history (never to the grammar, which
     // constrains only what is generated).
     void accept_prompt(llama_token token) { llama_sampler_accept(chain_, token); }

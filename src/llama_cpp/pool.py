@@ -76,6 +76,9 @@ class LlamaPool:
     with the batch. Compared with ``pool_size`` separate models, this saves
     ``(pool_size - 1) * model size``.
 
+    After each step's decode, the active requests sample side by side on ``sampling_threads``
+    threads (default: one per core, at most 8).
+
     All request methods are coroutines (``await pool.generate(...)``); :meth:`submit` returns
     a ``concurrent.futures.Future`` for threaded code. Thread-safe.
     """
@@ -87,9 +90,12 @@ class LlamaPool:
         *,
         config: LlamaConfig | None = None,
         warmup: bool = False,
+        sampling_threads: int | None = None,
         **overrides: Any,
     ) -> None:
         require_int("LlamaPool", "pool_size", pool_size, minimum=1, maximum=256)
+        if sampling_threads is not None:
+            require_int("LlamaPool", "sampling_threads", sampling_threads, minimum=1, maximum=256)
         config = config or LlamaConfig()
         per_request_ctx = overrides.get("n_ctx", config.n_ctx)
         require_int("LlamaPool", "n_ctx", per_request_ctx, minimum=1)
@@ -98,7 +104,7 @@ class LlamaPool:
         self.pool_size = pool_size
         self._llm = Llama(model_path, config=config)
         self._context = self._llm._context
-        self._engine = _core.BatchEngine(self._context)
+        self._engine = _core.BatchEngine(self._context, sampling_threads or 0)
         self._cond = threading.Condition()
         self._pending: collections.deque[_Job] = collections.deque()
         self._closed = False
