@@ -31,6 +31,13 @@ else()
   set(GGML_NATIVE OFF CACHE BOOL "" FORCE)
 endif()
 
+# ggml's own thread pool, not OpenMP: with OpenMP's spinning barriers, a streaming consumer
+# thread woken once per token on a machine whose cores all decode slowed decoding 2.8x
+# (2-core machine, docs/NOTES.md). -DGGML_OPENMP=ON still opts in.
+if (NOT DEFINED GGML_OPENMP)
+  set(GGML_OPENMP OFF CACHE BOOL "")
+endif()
+
 # CUDA on by default when a usable toolkit (compiler and cuBLAS) is present;
 # -DGGML_CUDA=OFF or =ON decides explicitly.
 if (NOT DEFINED GGML_CUDA)
