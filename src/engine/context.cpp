@@ -6,6 +6,8 @@
 #include <string>
 #include <thread>
 
+#include <ggml-backend.h>
+
 #include "backend.h"
 #include "errors.h"
 
@@ -17,6 +19,27 @@ bool abort_callback(void* data) { return static_cast<std::atomic<bool>*>(data)->
 int32_t default_threads() {
     const unsigned n = std::thread::hardware_concurrency();
     return n == 0 ? 4 : static_cast<int32_t>(n);
+}
+
+// The CPU backend's thread-pool functions, looked up through its registry entry (as
+// llama-bench does), so this works however ggml's backends are packaged.
+struct CpuThreadpoolApi {
+    ggml_threadpool* (*create)(ggml_threadpool_params*) = nullptr;
+    void (*destroy)(ggml_threadpool*) = nullptr;
+};
+
+const CpuThreadpoolApi& cpu_threadpool_api() {
+    static const CpuThreadpoolApi api = [] {
+        CpuThreadpoolApi a;
+        if (ggml_backend_reg_t reg = ggml_backend_reg_by_name("CPU")) {
+            a.create = reinterpret_cast<ggml_threadpool* (*)(ggml_threadpool_params*)>(
+                ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_new"));
+            a.destroy = reinterpret_cast<void (*)(ggml_threadpool*)>(
+                ggml_backend_reg_get_proc_address(reg, "ggml_threadpool_free"));
+        }
+        return a;
+    }();
+    return api;
 }
 
 }  // namespace
@@ -52,6 +75,17 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
         throw LlamaError("[Llama] failed to create a context (n_ctx=" + std::to_string(p.n_ctx) +
                          "): " + (reason.empty() ? "llama.cpp returned no context" : reason));
     }
+    const CpuThreadpoolApi& pools = cpu_threadpool_api();
+    if (pools.create != nullptr && pools.destroy != nullptr) {
+        ggml_threadpool_params tp = ggml_threadpool_params_default(cp.n_threads);
+        threadpool_ = pools.create(&tp);
+        if (threadpool_ != nullptr && cp.n_threads_batch != cp.n_threads) {
+            ggml_threadpool_params tpb = ggml_threadpool_params_default(cp.n_threads_batch);
+            threadpool_batch_ = pools.create(&tpb);
+        }
+        // Without a pool of our own, llama.cpp falls back to its per-graph one: still correct.
+        if (threadpool_ != nullptr) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
+    }
     batch_ = llama_batch_init(static_cast<int32_t>(n_batch()), 0, static_cast<int32_t>(p.n_seq_max));
     cached_.resize(p.n_seq_max);
 }
@@ -59,6 +93,10 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
 Context::~Context() {
     llama_batch_free(batch_);
     if (ctx_ != nullptr) llama_free(ctx_);
+    // The pools outlive the context that used them.
+    const CpuThreadpoolApi& pools = cpu_threadpool_api();
+    if (threadpool_batch_ != nullptr) pools.destroy(threadpool_batch_);
+    if (threadpool_ != nullptr) pools.destroy(threadpool_);
 }
 
 size_t Context::check_seq(llama_seq_id seq) const {

@@ -101,6 +101,10 @@ private:
 
     std::shared_ptr<Model> model_;
     llama_context* ctx_ = nullptr;
+    // Persistent CPU thread pools (generation, prompt batches), as llama.cpp's tools attach;
+    // without them ggml makes a pool per graph.
+    ggml_threadpool* threadpool_ = nullptr;
+    ggml_threadpool* threadpool_batch_ = nullptr;
     llama_batch batch_{};
     std::vector<std::vector<llama_token>> cached_;
     std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;
