@@ -39,10 +39,15 @@ size_t BatchEngine::active() const {
     return n;
 }
 
-SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
+SlotEvent BatchEngine::text_event(size_t slot, std::string text) {
     SlotEvent event;
     event.slot = static_cast<int32_t>(slot);
     event.text = std::move(text);
+    return event;
+}
+
+SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
+    SlotEvent event = text_event(slot, std::move(text));
     event.finished = true;
     event.result = std::move(slots_[slot]->result());
     slots_[slot].reset();
@@ -67,10 +72,7 @@ SlotEvent BatchEngine::add(GenerationRequest request, bool stream) {
     slots_[slot] = std::move(sequence);
     streaming_[slot] = stream;
     if (slots_[slot]->finished()) return finish_slot(slot, std::move(text));
-    SlotEvent event;
-    event.slot = static_cast<int32_t>(slot);
-    event.text = std::move(text);
-    return event;
+    return text_event(slot, std::move(text));
 }
 
 std::vector<SlotEvent> BatchEngine::step() {
@@ -123,10 +125,7 @@ std::vector<SlotEvent> BatchEngine::step() {
         } else if (slots_[slot]->finished()) {
             events.push_back(finish_slot(slot, std::move(texts_[k])));
         } else if (streaming_[slot]) {
-            SlotEvent event;
-            event.slot = static_cast<int32_t>(slot);
-            event.text = std::move(texts_[k]);
-            events.push_back(std::move(event));
+            events.push_back(text_event(slot, std::move(texts_[k])));
         }
     }
     return events;

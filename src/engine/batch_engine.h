@@ -44,7 +44,6 @@ public:
     Context& context() { return context_; }
     size_t capacity() const { return slots_.size(); }
     size_t active() const;
-    bool has_free_slot() const { return active() < capacity(); }
 
     // Starts a request on a free slot: decodes its prompt and samples its first token.
     // A bad request throws (ValidationError, ...) and leaves every other slot untouched.
@@ -64,6 +63,7 @@ public:
 
 private:
     SlotEvent finish_slot(size_t slot, std::string text);
+    static SlotEvent text_event(size_t slot, std::string text);
 
     Context& context_;
     std::vector<std::unique_ptr<Sequence>> slots_;

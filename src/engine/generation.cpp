@@ -55,7 +55,6 @@ void Sequence::start_impl(std::string& text_out) {
     sample_and_take(context_.logits(context_.last_output()), text_out);
 }
 
-
 void Sequence::sample_and_take(float* logits, std::string& text_out) {
     const llama_token token = sampler_.sample(logits);
     if (request_.logprobs >= 0 && !(context_.model().is_eog(token) && !request_.ignore_eos)) {

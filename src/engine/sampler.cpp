@@ -31,7 +31,7 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
         if (grammar == nullptr) throw ValidationError("[LlamaGrammar] invalid grammar: " + last_error_messages());
     }
 
-    candidates_.reserve(static_cast<size_t>(n_vocab));
+    n_vocab_ = n_vocab;
     llama_sampler_chain_params params = llama_sampler_chain_default_params();
     params.no_perf = true;
     chain_ = llama_sampler_chain_init(params);
@@ -142,7 +142,7 @@ llama_token SamplerChain::argmax(float* logits) {
         saved_.push_back(logits[b.token]);
         logits[b.token] += b.bias;
     }
-    const llama_token best = first_max(logits, static_cast<int32_t>(candidates_.capacity()));
+    const llama_token best = first_max(logits, n_vocab_);
     for (size_t i = 0; i < biases_.size(); ++i) logits[biases_[i].token] = saved_[i];
     return best;
 }
@@ -153,9 +153,8 @@ llama_token SamplerChain::sample(float* logits) {
         if (token < 0) throw GenerationError("[Llama.generate] every token has a logit of -inf");
         return token;
     }
-    const auto n_vocab = static_cast<llama_token>(candidates_.capacity());
-    candidates_.resize(static_cast<size_t>(n_vocab));
-    for (llama_token t = 0; t < n_vocab; ++t) candidates_[static_cast<size_t>(t)] = {t, logits[t], 0.0f};
+    candidates_.resize(static_cast<size_t>(n_vocab_));  // allocates on the first token only
+    for (llama_token t = 0; t < n_vocab_; ++t) candidates_[static_cast<size_t>(t)] = {t, logits[t], 0.0f};
     llama_token_data_array cur = {candidates_.data(), candidates_.size(), -1, false};
     if (grammar_ != nullptr) llama_sampler_apply(grammar_, &cur);
     llama_sampler_apply(chain_, &cur);

@@ -55,8 +55,9 @@ public:
     SamplerChain& operator=(const SamplerChain&) = delete;
 
     // Samples from one row of logits (Context::logits) and accepts the token into the
-    // grammar and the chain. No allocation: the candidate array is reused. The row is
-    // left as it was (greedy applies logit biases in place and undoes them).
+    // grammar and the chain. The candidate array (never needed by plain greedy) is made
+    // on the first call and reused. The row is left as it was (greedy applies logit biases
+    // in place and undoes them).
     llama_token sample(float* logits);
     // Feeds a prompt token to the penalty history (never to the grammar, which
     // constrains only what is generated).
@@ -69,6 +70,7 @@ private:
 
     llama_sampler* chain_ = nullptr;
     llama_sampler* grammar_ = nullptr;
+    int32_t n_vocab_ = 0;
     std::vector<llama_token_data> candidates_;
     bool plain_greedy_ = false;
     std::vector<llama_logit_bias> biases_;  // sorted by token, duplicates summed, for plain_greedy_

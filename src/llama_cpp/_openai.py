@@ -155,6 +155,11 @@ def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str
     }
 
 
+def token_limit(max_tokens: int | None) -> int | None:
+    """llama-cpp-python's convention: ``max_tokens`` None or <= 0 means no limit."""
+    return None if max_tokens is None or max_tokens <= 0 else max_tokens
+
+
 def chat_messages(api: str, messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
     """(role, content) pairs from OpenAI-style messages; content may be a string, None,
     or a list of ``{"type": "text", "text": ...}`` parts."""

@@ -404,8 +404,8 @@ class Llama:
         )
         if logprobs is not None:
             require_int("Llama.create_completion", "logprobs", logprobs, minimum=0, maximum=20)
-        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
-        job = self._prepare("create_completion", prompt, limit, sampling, stop, True, grammar,
+        job = self._prepare("create_completion", prompt, _openai.token_limit(max_tokens), sampling, stop, True,
+                            grammar,
                             logprobs=-1 if logprobs is None else logprobs)
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(prompt).decode("utf-8", "replace")
         name = model or self.model_path
@@ -452,8 +452,7 @@ class Llama:
         to constrain it to a JSON schema. ``grammar`` takes any :class:`LlamaGrammar`.
         """
         api = "Llama.create_chat_completion"
-        pairs = _openai.chat_messages(api, messages)
-        grammar = _openai.grammar_for(api, response_format, grammar)
+        prompt, stops, grammar = self._chat_prompt(api, messages, stop, response_format, grammar)
         require_bool(api, "logprobs", logprobs)
         n_logprobs = -1
         if logprobs:
@@ -464,9 +463,8 @@ class Llama:
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
             mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
         )
-        prompt, stops = self._render_chat(api, pairs, stop)
-        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
-        job = self._prepare("create_chat_completion", prompt, limit, sampling, stops, True, grammar,
+        job = self._prepare("create_chat_completion", prompt, _openai.token_limit(max_tokens), sampling, stops,
+                            True, grammar,
                             logprobs=n_logprobs)
         name = model or self.model_path
         if stream:
@@ -474,13 +472,22 @@ class Llama:
         result = job(None)
         return _openai.chat_completion(result, name, self._piece_texts(result) if logprobs else None)
 
-    def _render_chat(
-        self, api: str, pairs: list[tuple[str, str]], stop: str | Sequence[str] | None
-    ) -> tuple[str, list[str]]:
-        """The prompt of a conversation and the stop strings (the caller's and the template's)."""
+    def _chat_prompt(
+        self,
+        api: str,
+        messages: Sequence[dict[str, Any]],
+        stop: str | Sequence[str] | None,
+        response_format: dict[str, Any] | None,
+        grammar: LlamaGrammar | None,
+    ) -> tuple[str, list[str], LlamaGrammar | None]:
+        """A chat request's prompt (the conversation through the chat template), its stop
+        strings (the caller's and the template's) and its grammar (``grammar`` or the one
+        ``response_format`` asks for)."""
+        pairs = _openai.chat_messages(api, messages)
+        grammar = _openai.grammar_for(api, response_format, grammar)
         with self._lock:
             prompt, template_stops = self._template(api.rsplit(".", 1)[-1]).render(pairs, True)
-        return str(prompt), _stop_list(api, stop) + [s for s in template_stops if s]
+        return str(prompt), _stop_list(api, stop) + [s for s in template_stops if s], grammar
 
     def _template(self, api: str) -> Any:
         if self._chat_template is None:

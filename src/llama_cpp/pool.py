@@ -246,17 +246,6 @@ class LlamaPool:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
         return self._llm._request(api, prompt, max_tokens, sampling, stop, grammar)
 
-    def _job(
-        self,
-        api: str,
-        prompt: str | Sequence[int],
-        max_tokens: int | None,
-        sampling: SamplingParams | None,
-        stop: str | Sequence[str] | None,
-        grammar: LlamaGrammar | None,
-    ) -> _Job:
-        return self._enqueue(_Job(self._request(api, prompt, max_tokens, sampling, stop, grammar)))
-
     def submit(
         self,
         prompt: str | Sequence[int],
@@ -267,7 +256,7 @@ class LlamaPool:
         grammar: LlamaGrammar | None = None,
     ) -> concurrent.futures.Future[str]:
         """Queues a generation; the future's result is the text (for threaded code)."""
-        job = self._job("submit", prompt, max_tokens, sampling, stop, grammar)
+        job = self._enqueue(_Job(self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
         text: concurrent.futures.Future[str] = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future[Any]) -> None:
@@ -302,7 +291,7 @@ class LlamaPool:
     ) -> str:
         """Generates a continuation of ``prompt`` (the arguments of :meth:`Llama.generate`).
         Cancelling the awaiting task frees the request's sequence at the next step."""
-        job = self._job("generate", prompt, max_tokens, sampling, stop, grammar)
+        job = self._enqueue(_Job(self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
         return str((await self._await(job)).text)
 
     async def generate_batch(
@@ -359,18 +348,16 @@ class LlamaPool:
         :meth:`Llama.create_chat_completion`). With ``stream=True`` it returns an async
         iterator of ``chat.completion.chunk`` dicts."""
         api = "LlamaPool.create_chat_completion"
-        pairs = _openai.chat_messages(api, messages)
-        grammar = _openai.grammar_for(api, response_format, grammar)
+        prompt, stops, grammar = self._llm._chat_prompt(api, messages, stop, response_format, grammar)
         sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed,
                                   repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
                                   presence_penalty=presence_penalty, logit_bias=logit_bias)
-        prompt, stops = self._llm._render_chat(api, pairs, stop)
-        limit = None if max_tokens is None or max_tokens <= 0 else max_tokens
+        request = self._request("create_chat_completion", prompt, _openai.token_limit(max_tokens), sampling, stops,
+                                grammar)
         name = model or self._llm.model_path
         if stream:
-            request = self._request("create_chat_completion", prompt, limit, sampling, stops, grammar)
             return _chat_stream(_Stream(self, request), name)
-        job = self._job("create_chat_completion", prompt, limit, sampling, stops, grammar)
+        job = self._enqueue(_Job(request))
         return _openai.chat_completion(await self._await(job), name, None)
 
     async def create_chat_completion_batch(
