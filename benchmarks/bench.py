@@ -3,7 +3,7 @@ over one llama.cpp build and the same model files. Prints a table of tok/s and r
 native, and writes JSON.
 
     python benchmarks/bench.py --prefix PREFIX --model M.gguf [--model M2.gguf ...]
-        [--ngl 99] [--llama-cpp-python DIR] [--runs 5] [--json out.json]
+        [--ngl 99] [--llama-cpp-python DIR] [--runs 5] [--rounds 3] [--json out.json]
 
 PREFIX is a llama.cpp build laid out by scripts/build_llama_cpp.sh (lib/, bin/llama-bench).
 Our package must be importable and linked against PREFIX/lib (prebuilt mode). DIR holds
@@ -14,6 +14,8 @@ Method (the same for both bindings): greedy, end-of-generation tokens masked wit
 logit bias so every run makes exactly 128 tokens, one warm-up, median of --runs.
 Decode tok/s = 128 / (wall time of the call - wall time of the same call with max_tokens=1),
 so prompt processing is excluded and all per-token host work is included.
+Native and ours alternate for --rounds rounds (the GPU's clocks drift over a minute; a ratio
+is taken within a round), and the table shows the median of each number over the rounds.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path
 N_GEN = 128
 N_PROMPT = 512
 N_CTX = 2048  # --n-ctx
+DECODE_KEYS = ("generate_tg", "generate_stream_tg", "chat_tg", "generate_host_sampling_tg")
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -103,7 +106,15 @@ def ours(model: Path, ngl: int, runs: int, threads: int) -> dict[str, float]:
 
     first_piece()  # warm-up
     result["first_piece_ms"] = 1000 * statistics.median(first_piece() for _ in range(runs))
+    result["device_sampling"] = llm._context.device_sampling
     llm.close()
+    if result["device_sampling"]:
+        # The same generate with every token sampled on the host, for comparison.
+        llm = Llama(model, n_ctx=N_CTX, n_batch=2048, n_ubatch=512, n_gpu_layers=ngl, flash_attn=True,
+                    n_threads=threads, device_sampling=False)
+        t_full, t_one = median_time(gen(N_GEN), runs), median_time(gen(1), runs)
+        result["generate_host_sampling_tg"] = (N_GEN - 1) / (t_full - t_one)
+        llm.close()
     return result
 
 
@@ -147,6 +158,7 @@ def main() -> None:
     parser.add_argument("--model", type=Path, action="append", required=True)
     parser.add_argument("--ngl", type=int, default=99)
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3, help="native and ours alternate this many times")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--n-ctx", type=int, default=N_CTX, help="context of our Llama (first-piece test needs > 640)")
     parser.add_argument("--llama-cpp-python", type=Path)
@@ -155,16 +167,28 @@ def main() -> None:
     globals()["N_CTX"] = args.n_ctx
 
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "ngl": args.ngl,
-              "threads": args.threads, "runs": args.runs, "models": {}}
+              "threads": args.threads, "runs": args.runs, "rounds": args.rounds, "models": {}}
     for model in (m.resolve() for m in args.model):  # llama-cpp-python runs from /
-        row = {"native": native(args.prefix, model, args.ngl, args.runs, args.threads),
-               "ours": ours(model, args.ngl, args.runs, args.threads)}
+        rounds = []
+        for r in range(args.rounds):
+            one = {"native": native(args.prefix, model, args.ngl, args.runs, args.threads),
+                   "ours": ours(model, args.ngl, args.runs, args.threads)}
+            rounds.append(one)
+            print(f"{model.name} round {r + 1}: {json.dumps(one)}", flush=True)
+        row = {side: {key: statistics.median(r[side][key] for r in rounds) for key in rounds[0][side]}
+               for side in ("native", "ours")}
+        row["ratios_by_round"] = [
+            {key: r["ours"][key] / r["native"]["tg128"] for key in DECODE_KEYS if key in r["ours"]}
+            for r in rounds]
+        row["rounds"] = rounds
         if args.llama_cpp_python:
             row["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, model, args.ngl,
                                                        args.runs, args.threads)
         report["models"][model.name] = row
-        print(f"{model.name}: {json.dumps(row)}", flush=True)
+        print(f"{model.name}: ratios by round {json.dumps(row['ratios_by_round'])}", flush=True)
 
+    print()
+    print("tok/s: medians over the rounds; decode ratios: the median of the ratios within each round")
     print()
     print("| model | native pp512 | native tg128 | ours pp512 (ratio) | generate tg (ratio) | generate_stream tg "
           "(ratio) | chat tg (ratio) | first piece ms vs native pp512 ms | llama-cpp-python tg (ratio) |")
@@ -174,11 +198,15 @@ def main() -> None:
         pp_ms = 1000 * N_PROMPT / n["pp512"]
         lcp = row.get("llama_cpp_python", {}).get("completion_tg")
         lcp_cell = f"{lcp:,.0f} ({lcp / n['tg128']:.2f})" if lcp else "-"
+        ratio = {key: statistics.median(r[key] for r in row["ratios_by_round"]) for key in row["ratios_by_round"][0]}
         print(f"| {name} | {n['pp512']:,.0f} | {n['tg128']:,.1f} | {o['pp512']:,.0f} ({o['pp512'] / n['pp512']:.2f}) "
-              f"| {o['generate_tg']:,.1f} ({o['generate_tg'] / n['tg128']:.3f}) "
-              f"| {o['generate_stream_tg']:,.1f} ({o['generate_stream_tg'] / n['tg128']:.3f}) "
-              f"| {o['chat_tg']:,.1f} ({o['chat_tg'] / n['tg128']:.3f}) "
+              f"| {o['generate_tg']:,.1f} ({ratio['generate_tg']:.3f}) "
+              f"| {o['generate_stream_tg']:,.1f} ({ratio['generate_stream_tg']:.3f}) "
+              f"| {o['chat_tg']:,.1f} ({ratio['chat_tg']:.3f}) "
               f"| {o['first_piece_ms']:.2f} vs {pp_ms:.2f} | {lcp_cell} |")
+        if "generate_host_sampling_tg" in ratio:
+            print(f"|   {name}, `generate` sampling on the host (device_sampling=False) | | | | "
+                  f"{o['generate_host_sampling_tg']:,.1f} ({ratio['generate_host_sampling_tg']:.3f}) | | | | |")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

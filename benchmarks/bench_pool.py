@@ -52,13 +52,14 @@ def prompt_tokens(tokenize, npp: int) -> list[int]:
 
 
 def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads: int, runs: int,
-         sampling_threads: int | None, steps: dict[int, dict[str, float]]) -> dict[int, float]:
+         sampling_threads: int | None, device_sampling: bool | None,
+         steps: dict[int, dict[str, float]]) -> dict[int, float]:
     from llama_cpp import LlamaPool, SamplingParams
 
     result = {}
     for p in parallel:
         with LlamaPool(model, pool_size=p, n_ctx=npp + ntg + 16, n_gpu_layers=ngl, flash_attn=True,
-                       n_threads=threads, sampling_threads=sampling_threads) as pool:
+                       n_threads=threads, sampling_threads=sampling_threads, device_sampling=device_sampling) as pool:
             llm = pool.llama
             eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
             greedy = SamplingParams(temperature=0.0, logit_bias=eog)
@@ -81,9 +82,11 @@ def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads
             result[p] = p * (ntg - 1) / (full - one)
             # Per decode step of the full runs: decoding vs sampling every active request.
             steps[p] = {"decode_ms": t["decode_ms"] / t["steps"], "sample_ms": t["sample_ms"] / t["steps"],
-                        "sampling_threads": pool._engine.sampling_threads}
+                        "sampling_threads": pool._engine.sampling_threads,
+                        "device_sampling": llm._context.device_sampling}
             print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s; per step {steps[p]['decode_ms']:.3f} ms decode, "
-                  f"{steps[p]['sample_ms']:.3f} ms sampling on {steps[p]['sampling_threads']} threads", flush=True)
+                  f"{steps[p]['sample_ms']:.3f} ms sampling on {steps[p]['sampling_threads']} threads "
+                  f"(device sampling: {steps[p]['device_sampling']})", flush=True)
     return result
 
 
@@ -166,18 +169,22 @@ def main() -> None:
     parser.add_argument("--memory-model", type=Path, help="model for --memory (default --model)")
     parser.add_argument("--memory-ctx", type=int, default=4096, help="per-request n_ctx for --memory")
     parser.add_argument("--sampling-threads", type=int, default=None, help="LlamaPool(sampling_threads=...)")
+    parser.add_argument("--device-sampling", choices=("auto", "on", "off"), default="auto",
+                        help="LlamaPool(device_sampling=None/True/False)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parallel = [int(p) for p in args.parallel.split(",")]
     args.model = args.model.resolve()  # the other processes run elsewhere
 
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "model": args.model.name,
-                    "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads}
+                    "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads,
+                    "device_sampling": args.device_sampling, "sampling_threads": args.sampling_threads}
     report["native_s_tg"] = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)
     print(f"native S_TG: {report['native_s_tg']}", flush=True)
     report["pool_steps"] = {}
     report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.threads, args.runs,
-                             args.sampling_threads, report["pool_steps"])
+                             args.sampling_threads, {"auto": None, "on": True, "off": False}[args.device_sampling],
+                             report["pool_steps"])
     if args.llama_cpp_python:
         report["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, args.model, args.ngl,
                                                       args.npp, args.ntg, args.lcp_requests, args.threads,

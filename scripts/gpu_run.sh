@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [profile] [diag]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [poolbench_host] [profile] [diag]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -93,6 +93,15 @@ poolbench() {
   "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 1,16,64 \
     --ngl 99 --runs 3 --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --lcp-requests 16 "${mem[@]}" \
     --json "$out/bench_pool.json" 2>&1 | tee "$out/bench_pool.log"
+}
+
+poolbench_host() {
+  stamp "pool benchmark with every request sampled on the host: on worker threads, then on one"
+  "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 16,64 \
+    --ngl 99 --runs 3 --device-sampling off --json "$out/bench_pool_host.json" 2>&1 | tee "$out/bench_pool_host.log"
+  "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 16,64 \
+    --ngl 99 --runs 3 --device-sampling off --sampling-threads 1 \
+    --json "$out/bench_pool_host_1thread.json" 2>&1 | tee "$out/bench_pool_host_1thread.log"
 }
 
 profile() {

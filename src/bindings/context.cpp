@@ -85,7 +85,8 @@ void bind_context(nb::module_& m) {
         .def_rw("offload_kqv", &P::offload_kqv)
         .def_rw("embeddings", &P::embeddings)
         .def_rw("flash_attn", &P::flash_attn)
-        .def_rw("pooling_type", &P::pooling_type);
+        .def_rw("pooling_type", &P::pooling_type)
+        .def_rw("device_sampling", &P::device_sampling);
 
     nb::class_<PyGenerationResult>(m, "GenerationResult", "Outcome of Context.generate.")
         .def_ro("text", &PyGenerationResult::text)
@@ -103,6 +104,8 @@ void bind_context(nb::module_& m) {
         .def_prop_ro("n_ctx_seq", &lcn::Context::n_ctx_seq)
         .def_prop_ro("n_batch", &lcn::Context::n_batch)
         .def_prop_ro("n_seq_max", &lcn::Context::n_seq_max)
+        .def_prop_ro("device_sampling", &lcn::Context::device_sampling,
+                     "Whether plain greedy requests are sampled inside the graph on the device.")
         .def_prop_ro("model", &lcn::Context::model_ptr)
         .def(
             "clear",

@@ -25,6 +25,7 @@ BatchEngine::BatchEngine(Context& context, size_t sampling_threads)
       slots_(context.n_seq_max()),
       streaming_(context.n_seq_max(), false),
       rows_(context.n_seq_max()),
+      tokens_(context.n_seq_max()),
       texts_(context.n_seq_max()),
       error_kinds_(context.n_seq_max()),
       errors_(context.n_seq_max()),
@@ -92,16 +93,34 @@ std::vector<SlotEvent> BatchEngine::step() {
     // Fetched here, one after another: llama_get_logits_ith synchronizes the context and is
     // not thread-safe. Sampling then reads and writes only each slot's own row and state.
     for (size_t k = 0; k < n; ++k) {
-        rows_[k] = context_.logits(static_cast<int32_t>(k));
+        const Sequence& sequence = *slots_[step_slots_[k]];
+        const auto index = static_cast<int32_t>(k);
         texts_[k].clear();
         error_kinds_[k] = 0;
         errors_[k].clear();
+        // A slot sampled on the device has its token already; the others get their logits row.
+        rows_[k] = nullptr;
+        tokens_[k] = LLAMA_TOKEN_NULL;
+        try {
+            if (sequence.samples_on_device()) {
+                tokens_[k] = context_.sampled_token(index);
+            } else {
+                rows_[k] = context_.logits(index);
+            }
+        } catch (const std::exception& e) {
+            error_kinds_[k] = 2, errors_[k] = e.what();
+        }
     }
     const auto t1 = clock::now();
     workers_.run(n, [this](size_t k) {
+        if (error_kinds_[k] != 0) return;
         Sequence& sequence = *slots_[step_slots_[k]];
         try {
-            sequence.advance_from(rows_[k], texts_[k]);
+            if (rows_[k] == nullptr) {
+                sequence.advance_with(tokens_[k], texts_[k]);
+            } else {
+                sequence.advance_from(rows_[k], texts_[k]);
+            }
         } catch (const ValidationError& e) {
             error_kinds_[k] = 1, errors_[k] = e.what();
         } catch (const GenerationError& e) {

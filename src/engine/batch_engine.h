@@ -70,8 +70,10 @@ private:
     std::vector<bool> streaming_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_inputs_;
     std::vector<size_t> step_slots_;
-    // Per position in a step: the logits row, the released text, an error.
+    // Per position in a step: the logits row (or the token sampled on the device), the
+    // released text, an error.
     std::vector<float*> rows_;
+    std::vector<llama_token> tokens_;
     std::vector<std::string> texts_;
     std::vector<int32_t> error_kinds_;
     std::vector<std::string> errors_;

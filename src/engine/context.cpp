@@ -88,11 +88,19 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     }
     batch_ = llama_batch_init(static_cast<int32_t>(n_batch()), 0, static_cast<int32_t>(p.n_seq_max));
     cached_.resize(p.n_seq_max);
+    device_samplers_.resize(p.n_seq_max);
+    const ModelParams& mp = model_->params();
+    const bool whole_model_on_gpu =
+        llama_supports_gpu_offload() && (mp.n_gpu_layers < 0 || mp.n_gpu_layers > model_->n_layer());
+    device_sampling_ = !p.embeddings && (p.device_sampling > 0 || (p.device_sampling < 0 && whole_model_on_gpu));
 }
 
 Context::~Context() {
     llama_batch_free(batch_);
     if (ctx_ != nullptr) llama_free(ctx_);
+    for (auto& d : device_samplers_) {
+        if (d.chain != nullptr) llama_sampler_free(d.chain);
+    }
     // The pools outlive the context that used them.
     const CpuThreadpoolApi& pools = cpu_threadpool_api();
     if (threadpool_batch_ != nullptr) pools.destroy(threadpool_batch_);
@@ -190,6 +198,50 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
     last_output_ = batch_.n_tokens - 1;
 }
 
+bool Context::attach_greedy(llama_seq_id seq, const std::vector<llama_logit_bias>& biases) {
+    DeviceSampler& d = device_samplers_[check_seq(seq)];
+    const auto same = [&](const std::vector<llama_logit_bias>& other) {
+        return std::equal(biases.begin(), biases.end(), other.begin(), other.end(),
+                          [](const llama_logit_bias& a, const llama_logit_bias& b) {
+                              return a.token == b.token && a.bias == b.bias;
+                          });
+    };
+    if (d.chain != nullptr && same(d.biases)) return true;
+    detach_sampler(seq);
+    llama_sampler_chain_params params = llama_sampler_chain_default_params();
+    params.no_perf = true;
+    llama_sampler* chain = llama_sampler_chain_init(params);
+    if (!biases.empty()) {
+        llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(model_->n_vocab(), static_cast<int32_t>(biases.size()),
+                                                                     biases.data()));
+    }
+    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
+    if (!llama_set_sampler(ctx_, seq, chain)) {
+        llama_sampler_free(chain);
+        return false;
+    }
+    d.chain = chain;
+    d.biases = biases;
+    return true;
+}
+
+void Context::detach_sampler(llama_seq_id seq) {
+    DeviceSampler& d = device_samplers_[check_seq(seq)];
+    if (d.chain == nullptr) return;
+    llama_set_sampler(ctx_, seq, nullptr);
+    llama_sampler_free(d.chain);
+    d.chain = nullptr;
+    d.biases.clear();
+}
+
+llama_token Context::sampled_token(int32_t output_index) {
+    const llama_token token = llama_get_sampled_token_ith(ctx_, output_index);
+    if (token == LLAMA_TOKEN_NULL) {
+        throw GenerationError("[Llama.generate] no token was sampled on the device for output " +
+                              std::to_string(output_index));
+    }
+    return token;
+}
 
 float* Context::logits(int32_t output_index) {
     float* row = llama_get_logits_ith(ctx_, output_index);

@@ -32,6 +32,9 @@ struct ContextParams {
     bool embeddings = false;
     int32_t flash_attn = -1;    // -1 auto, 0 off, 1 on
     int32_t pooling_type = -1;  // llama_pooling_type; -1 from the model
+    // Greedy sampling inside the model's graph on the device (llama_set_sampler): -1 when
+    // the whole model is on a GPU, 0 never, 1 always.
+    int32_t device_sampling = -1;
 };
 
 // Thread-safety: a Context is used by one decode loop at a time. Callers that
@@ -69,6 +72,18 @@ public:
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
 
     int32_t last_output() const { return last_output_; }
+
+    // On-device greedy sampling: a sequence with a greedy chain attached gets its next
+    // token computed inside the graph, and only that token comes back (no row of logits).
+    bool device_sampling() const { return device_sampling_; }
+    // Attaches greedy-with-these-biases to `seq`, keeping the chain it already has when the
+    // biases are the same (a change makes llama.cpp re-plan its graphs). Returns false when
+    // llama.cpp cannot run it on the device: the sequence then samples on the host.
+    bool attach_greedy(llama_seq_id seq, const std::vector<llama_logit_bias>& biases);
+    // Back to host sampling from logits for `seq` (no-op when nothing is attached).
+    void detach_sampler(llama_seq_id seq);
+    // The token chosen on the device for an output of the last decode.
+    llama_token sampled_token(int32_t output_index);
     // The logits row of an output of the last decode (waits for the backend). Call from the
     // thread that decodes; the rows themselves may then be read by other threads.
     float* logits(int32_t output_index);
@@ -109,6 +124,13 @@ private:
     std::vector<std::vector<llama_token>> cached_;
     std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;
     int32_t last_output_ = -1;
+    bool device_sampling_ = false;
+    // Per sequence: the attached on-device chain (owned; freed after the context) and its biases.
+    struct DeviceSampler {
+        llama_sampler* chain = nullptr;
+        std::vector<llama_logit_bias> biases;
+    };
+    std::vector<DeviceSampler> device_samplers_;
     std::atomic<bool> abort_{false};
     std::mutex mutex_;
 };

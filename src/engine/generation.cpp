@@ -22,7 +22,14 @@ Sequence::Sequence(Context& context, llama_seq_id seq_id, GenerationRequest requ
       seq_id_(seq_id),
       request_(std::move(request)),
       sampler_(context.model(), request_.sampling),
-      text_(request_.stop) {}
+      text_(request_.stop) {
+    // Log-probabilities need the logits on the host; anything but plain greedy samples there.
+    if (context_.device_sampling() && sampler_.plain_greedy() && request_.logprobs < 0) {
+        on_device_ = context_.attach_greedy(seq_id_, sampler_.greedy_biases());
+    } else {
+        context_.detach_sampler(seq_id_);
+    }
+}
 
 void Sequence::start(std::string& text_out) {
     const size_t before = text_out.size();
@@ -31,7 +38,17 @@ void Sequence::start(std::string& text_out) {
 }
 
 void Sequence::advance(int32_t output_index, std::string& text_out) {
-    advance_from(context_.logits(output_index), text_out);
+    if (on_device_) {
+        advance_with(context_.sampled_token(output_index), text_out);
+    } else {
+        advance_from(context_.logits(output_index), text_out);
+    }
+}
+
+void Sequence::advance_with(llama_token token, std::string& text_out) {
+    const size_t before = text_out.size();
+    take(token, text_out);
+    result_.text.append(text_out, before, std::string::npos);
 }
 
 void Sequence::advance_from(float* logits, std::string& text_out) {
@@ -52,7 +69,11 @@ void Sequence::start_impl(std::string& text_out) {
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
-    sample_and_take(context_.logits(context_.last_output()), text_out);
+    if (on_device_) {
+        take(context_.sampled_token(context_.last_output()), text_out);
+    } else {
+        sample_and_take(context_.logits(context_.last_output()), text_out);
+    }
 }
 
 void Sequence::sample_and_take(float* logits, std::string& text_out) {

@@ -58,6 +58,11 @@ public:
     // The same, from a row of logits the caller fetched (llama_get_logits_ith is not safe to
     // call from several threads; sampling from distinct rows is). Touches only this sequence.
     void advance_from(float* logits, std::string& text_out);
+    // The same, with the token the device sampled (when samples_on_device()).
+    void advance_with(llama_token token, std::string& text_out);
+    // Greedy on the device (Context::attach_greedy): the context returns this sequence's
+    // token instead of its logits.
+    bool samples_on_device() const { return on_device_; }
     void cancel(std::string& text_out);
 
 private:
@@ -72,6 +77,7 @@ private:
     SamplerChain sampler_;
     TextStream text_;
     llama_token next_ = -1;
+    bool on_device_ = false;
     GenerationResult result_;
 };
 

@@ -30,6 +30,11 @@ class LlamaConfig:
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
+        device_sampling: sample greedy requests (temperature 0, logit biases allowed, no
+            penalties, grammar or logprobs) inside the model's graph, so only the chosen token
+            leaves the device (llama.cpp's backend sampling). ``None`` (default) does it when
+            the whole model is on a GPU; ``True``/``False`` forces it. Other requests always
+            sample on the host.
         use_mmap: memory-map the model file.
         embeddings: compute embeddings (for :meth:`Llama.embed`) as well as logits.
         pooling_type: how token embeddings become one vector: ``"mean"``, ``"cls"``,
@@ -50,6 +55,7 @@ class LlamaConfig:
     n_gpu_layers: int = -1
     offload_kqv: bool = True
     flash_attn: bool | None = None
+    device_sampling: bool | None = None
     use_mmap: bool = True
     embeddings: bool = False
     pooling_type: str | None = None
@@ -74,8 +80,9 @@ class LlamaConfig:
         require_int(_API, "n_gpu_layers", self.n_gpu_layers, minimum=-1)
         for name in ("offload_kqv", "use_mmap", "embeddings", "verbose", "vocab_only"):
             require_bool(_API, name, getattr(self, name))
-        if self.flash_attn is not None:
-            require_bool(_API, "flash_attn", self.flash_attn)
+        for name in ("flash_attn", "device_sampling"):
+            if getattr(self, name) is not None:
+                require_bool(_API, name, getattr(self, name))
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
         if self.pooling_type is not None and self.pooling_type not in _POOLING:
@@ -109,5 +116,6 @@ class LlamaConfig:
         params.offload_kqv = self.offload_kqv
         params.embeddings = self.embeddings
         params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
+        params.device_sampling = -1 if self.device_sampling is None else int(self.device_sampling)
         params.pooling_type = -1 if self.pooling_type is None else _POOLING[self.pooling_type]
         return params
