@@ -52,14 +52,15 @@ def prompt_tokens(tokenize, npp: int) -> list[int]:
 
 
 def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads: int, runs: int,
-         sampling_threads: int | None, device_sampling: bool | None,
+         sampling_threads: int | None, device_sampling: bool, cpu_poll: int | None,
          steps: dict[int, dict[str, float]]) -> dict[int, float]:
     from llama_cpp import LlamaPool, SamplingParams
 
     result = {}
     for p in parallel:
         with LlamaPool(model, pool_size=p, n_ctx=npp + ntg + 16, n_gpu_layers=ngl, flash_attn=True,
-                       n_threads=threads, sampling_threads=sampling_threads, device_sampling=device_sampling) as pool:
+                       n_threads=threads, sampling_threads=sampling_threads, device_sampling=device_sampling,
+                       cpu_poll=cpu_poll) as pool:
             llm = pool.llama
             eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
             greedy = SamplingParams(temperature=0.0, logit_bias=eog)
@@ -169,8 +170,8 @@ def main() -> None:
     parser.add_argument("--memory-model", type=Path, help="model for --memory (default --model)")
     parser.add_argument("--memory-ctx", type=int, default=4096, help="per-request n_ctx for --memory")
     parser.add_argument("--sampling-threads", type=int, default=None, help="LlamaPool(sampling_threads=...)")
-    parser.add_argument("--device-sampling", choices=("auto", "on", "off"), default="auto",
-                        help="LlamaPool(device_sampling=None/True/False)")
+    parser.add_argument("--device-sampling", action="store_true", help="LlamaPool(device_sampling=True)")
+    parser.add_argument("--cpu-poll", type=int, help="LlamaConfig.cpu_poll for the pool")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     parallel = [int(p) for p in args.parallel.split(",")]
@@ -178,12 +179,13 @@ def main() -> None:
 
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "model": args.model.name,
                     "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads,
-                    "device_sampling": args.device_sampling, "sampling_threads": args.sampling_threads}
+                    "device_sampling": args.device_sampling, "sampling_threads": args.sampling_threads,
+                    "cpu_poll": args.cpu_poll}
     report["native_s_tg"] = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)
     print(f"native S_TG: {report['native_s_tg']}", flush=True)
     report["pool_steps"] = {}
     report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.threads, args.runs,
-                             args.sampling_threads, {"auto": None, "on": True, "off": False}[args.device_sampling],
+                             args.sampling_threads, args.device_sampling, args.cpu_poll,
                              report["pool_steps"])
     if args.llama_cpp_python:
         report["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, args.model, args.ngl,

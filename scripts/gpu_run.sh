@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [poolbench_host] [profile] [diag]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [poolbench_exp] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -36,16 +36,48 @@ setup() {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
 }
 
+# What the CUDA prefix is built from: a packed prefix (pack_prefix) is reused only when this matches.
+recipe() {
+  { cat scripts/build_llama_cpp.sh; echo "${CUDA_ARCHS:-90} ${GPU_SYSTEM_CC:-0} $LLAMA_TOOLS_GPU"; } | sha256sum | cut -c1-16
+}
+LLAMA_TOOLS_GPU="llama-completion llama-tokenize llama-bench llama-batched-bench llama-quantize"
+packed=$root/.device-prefix  # carried by the device tool when pack_prefix's output was saved there
+
 build() {
-  stamp "llama.cpp with CUDA"
-  CMAKE_ARGS="-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}" \
-    LLAMA_TOOLS="llama-completion llama-tokenize llama-bench llama-batched-bench llama-quantize" \
-    JOBS=$(nproc) scripts/build_llama_cpp.sh "$prefix" > "$out/build-llama.log" 2>&1 || { tail -50 "$out/build-llama.log"; exit 1; }
+  if [ ! -f "$prefix/recipe" ] && [ -f "$packed/recipe" ] && [ "$(cat "$packed/recipe")" = "$(recipe)" ]; then
+    stamp "llama.cpp with CUDA: unpacking the prefix built by an earlier run (.device-prefix)"
+    mkdir -p "$(dirname "$prefix")"
+    cat "$packed"/prefix.tar.xz.* | xz -d | tar -C "$(dirname "$prefix")" -xf -
+  fi
+  if [ ! -f "$prefix/recipe" ] || [ "$(cat "$prefix/recipe")" != "$(recipe)" ]; then
+    stamp "llama.cpp with CUDA"
+    CMAKE_ARGS="-DGGML_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=${CUDA_ARCHS:-90}" LLAMA_TOOLS="$LLAMA_TOOLS_GPU" \
+      JOBS=$(nproc) scripts/build_llama_cpp.sh "$prefix" > "$out/build-llama.log" 2>&1 || { tail -50 "$out/build-llama.log"; exit 1; }
+    recipe > "$prefix/recipe"
+  fi
   stamp "package (prebuilt mode against the CUDA build)"
   LLAMA_LIB_DIR=$prefix/lib LLAMA_INCLUDE_DIR=$prefix/include \
     "$py" -m pip install -q --no-build-isolation --no-deps --force-reinstall . > "$out/build-package.log" 2>&1 \
     || { tail -50 "$out/build-package.log"; exit 1; }
   stamp "built"
+}
+
+# The CUDA prefix, compressed and cut into pieces the device tool brings back (16 MiB each, 8
+# files at most): save them under .device-prefix/ here and carry it, and the next machine skips
+# the 4.5-minute build.
+pack_prefix() {
+  stamp "packing the CUDA prefix into \$OUT"
+  tar -C "$(dirname "$prefix")" -cf - "$(basename "$prefix")" | xz -T0 -6 | split -b 15M - "$out/prefix.tar.xz."
+  cp "$prefix/recipe" "$out/recipe"
+  ls -la "$out"/prefix.tar.xz.* "$out/recipe"
+}
+
+# The device tool brings back at most 8 files: the logs and JSON of this run go into one archive
+# (the prefix pieces stay separate).
+collect() {
+  (cd "$out" && find . -maxdepth 1 -type f ! -name 'prefix.tar.xz.*' ! -name results.tgz -printf '%P\n' \
+    | tar -czf results.tgz -T - --remove-files)
+  ls -la "$out"
 }
 
 make_model() {  # name dim layers heads kv_heads ffn quant
@@ -79,11 +111,14 @@ test() {
 bench() {
   stamp "benchmark"
   local args=()
-  for m in "$models"/m135-q8_0.gguf "$models"/m1b-q4_k_m.gguf "$models"/m8b-q4_k_m.gguf; do
+  for m in ${BENCH_MODELS:-m135-q8_0 m1b-q4_k_m m8b-q4_k_m}; do
+    m=$models/$m.gguf
     [ -f "$m" ] && args+=(--model "$m")
   done
-  "$py" benchmarks/bench.py --prefix "$prefix" "${args[@]}" --ngl 99 --runs 5 \
-    --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --json "$out/bench.json" 2>&1 | tee "$out/bench.log"
+  # shellcheck disable=SC2086
+  "$py" benchmarks/bench.py --prefix "$prefix" "${args[@]}" --ngl 99 --runs 5 ${BENCH_ARGS:-} \
+    --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --json "$out/${BENCH_JSON:-bench}.json" 2>&1 \
+    | tee "$out/${BENCH_JSON:-bench}.log" | grep -v "round [0-9]"
 }
 
 poolbench() {
@@ -95,13 +130,25 @@ poolbench() {
     --json "$out/bench_pool.json" 2>&1 | tee "$out/bench_pool.log"
 }
 
-poolbench_host() {
-  stamp "pool benchmark with every request sampled on the host: on worker threads, then on one"
-  "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 16,64 \
-    --ngl 99 --runs 3 --device-sampling off --json "$out/bench_pool_host.json" 2>&1 | tee "$out/bench_pool_host.log"
-  "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 16,64 \
-    --ngl 99 --runs 3 --device-sampling off --sampling-threads 1 \
-    --json "$out/bench_pool_host_1thread.json" 2>&1 | tee "$out/bench_pool_host_1thread.log"
+# Experiments behind the defaults (BENCHMARKS.md): CPU threads that sleep at once after each
+# graph (cpu_poll=0) against llama.cpp's busy-wait, sampling on worker threads, sampling on the
+# device.
+bench_poll0() {
+  stamp "benchmark with cpu_poll=0"
+  BENCH_JSON=bench_poll0 BENCH_ARGS="--cpu-poll 0" bench
+}
+
+poolbench_exp() {
+  local name args
+  for name in poll0:--cpu-poll=0 poll0_8threads:--cpu-poll=0,--sampling-threads=8 device:--device-sampling \
+              threads8:--sampling-threads=8; do
+    args=${name#*:}; name=${name%%:*}
+    stamp "pool benchmark, $name (${args//,/ })"
+    # shellcheck disable=SC2086
+    "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 16,64 \
+      --ngl 99 --runs 3 ${args//,/ } --json "$out/pool_$name.json" > "$out/pool_$name.log" 2>&1
+    tail -6 "$out/pool_$name.log"
+  done
 }
 
 profile() {

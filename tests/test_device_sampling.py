@@ -93,6 +93,11 @@ def test_pool_with_device_sampling_matches_the_host(smollm2_path, on_host):
         assert asyncio.run(main(pool)) == expected
 
 
+def test_device_sampling_is_off_unless_asked(smollm2_path):
+    with Llama(smollm2_path, n_ctx=256, n_threads=N_THREADS) as llm:
+        assert llm._context.device_sampling is False
+
+
 def test_device_sampling_must_be_a_bool():
     with pytest.raises(ValidationError, match="device_sampling"):
         LlamaConfig(device_sampling="yes")

@@ -112,6 +112,7 @@ def test_sampling_params_validated(field, value, message):
         ("n_batch", 0, "n_batch=0 is below the minimum 1"),
         ("n_gpu_layers", -2, "n_gpu_layers=-2 is below the minimum -1"),
         ("n_threads", 0, "n_threads=0 is below the minimum 1"),
+        ("cpu_poll", 101, "cpu_poll=101 is above the maximum 100"),
     ],
 )
 def test_config_validated(field, value, message):

@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from conftest import cpu_numerics
+from conftest import GPU_RUN, cpu_numerics
 from llama_cpp import Llama, LlamaError, LlamaPool, SamplingParams, ValidationError
 
 GREEDY = SamplingParams(temperature=0.0)
@@ -234,8 +234,9 @@ def test_parallel_inference_example(smollm2_path):
          "--requests", "4", "--max-tokens", "16"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
-    assert "same texts    : True" in out
     assert "speedup" in out
+    if not GPU_RUN:  # the example compares texts across batch shapes (see cpu_numerics)
+        assert "same texts    : True" in out
 
 
 def test_sampling_threads_do_not_change_answers(smollm2_path):

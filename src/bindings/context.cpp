@@ -86,7 +86,8 @@ void bind_context(nb::module_& m) {
         .def_rw("embeddings", &P::embeddings)
         .def_rw("flash_attn", &P::flash_attn)
         .def_rw("pooling_type", &P::pooling_type)
-        .def_rw("device_sampling", &P::device_sampling);
+        .def_rw("device_sampling", &P::device_sampling)
+        .def_rw("cpu_poll", &P::cpu_poll);
 
     nb::class_<PyGenerationResult>(m, "GenerationResult", "Outcome of Context.generate.")
         .def_ro("text", &PyGenerationResult::text)

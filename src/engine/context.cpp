@@ -78,9 +78,11 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     const CpuThreadpoolApi& pools = cpu_threadpool_api();
     if (pools.create != nullptr && pools.destroy != nullptr) {
         ggml_threadpool_params tp = ggml_threadpool_params_default(cp.n_threads);
+        if (p.cpu_poll >= 0) tp.poll = static_cast<uint32_t>(std::min(p.cpu_poll, 100));
         threadpool_ = pools.create(&tp);
         if (threadpool_ != nullptr && cp.n_threads_batch != cp.n_threads) {
             ggml_threadpool_params tpb = ggml_threadpool_params_default(cp.n_threads_batch);
+            tpb.poll = tp.poll;
             threadpool_batch_ = pools.create(&tpb);
         }
         // Without a pool of our own, llama.cpp falls back to its per-graph one: still correct.
@@ -89,10 +91,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     batch_ = llama_batch_init(static_cast<int32_t>(n_batch()), 0, static_cast<int32_t>(p.n_seq_max));
     cached_.resize(p.n_seq_max);
     device_samplers_.resize(p.n_seq_max);
-    const ModelParams& mp = model_->params();
-    const bool whole_model_on_gpu =
-        llama_supports_gpu_offload() && (mp.n_gpu_layers < 0 || mp.n_gpu_layers > model_->n_layer());
-    device_sampling_ = !p.embeddings && (p.device_sampling > 0 || (p.device_sampling < 0 && whole_model_on_gpu));
+    device_sampling_ = p.device_sampling && !p.embeddings;
 }
 
 Context::~Context() {

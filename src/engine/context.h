@@ -32,9 +32,10 @@ struct ContextParams {
     bool embeddings = false;
     int32_t flash_attn = -1;    // -1 auto, 0 off, 1 on
     int32_t pooling_type = -1;  // llama_pooling_type; -1 from the model
-    // Greedy sampling inside the model's graph on the device (llama_set_sampler): -1 when
-    // the whole model is on a GPU, 0 never, 1 always.
-    int32_t device_sampling = -1;
+    // Greedy sampling inside the model's graph on the device (llama_set_sampler).
+    bool device_sampling = false;
+    int32_t cpu_poll = -1;  // busy-wait level of the CPU thread pools, 0-100; -1: ggml's default
+
 };
 
 // Thread-safety: a Context is used by one decode loop at a time. Callers that

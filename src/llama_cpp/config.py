@@ -32,9 +32,11 @@ class LlamaConfig:
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
         device_sampling: sample greedy requests (temperature 0, logit biases allowed, no
             penalties, grammar or logprobs) inside the model's graph, so only the chosen token
-            leaves the device (llama.cpp's backend sampling). ``None`` (default) does it when
-            the whole model is on a GPU; ``True``/``False`` forces it. Other requests always
+            leaves the device (llama.cpp's backend sampling). Off by default: on an H100 it
+            measured slower than sampling on the host (BENCHMARKS.md). Other requests always
             sample on the host.
+        cpu_poll: how hard llama.cpp's CPU threads busy-wait for the next graph, 0 (sleep at
+            once) to 100 (llama.cpp's ``--poll``); ``None`` takes llama.cpp's default (50).
         use_mmap: memory-map the model file.
         embeddings: compute embeddings (for :meth:`Llama.embed`) as well as logits.
         pooling_type: how token embeddings become one vector: ``"mean"``, ``"cls"``,
@@ -55,7 +57,8 @@ class LlamaConfig:
     n_gpu_layers: int = -1
     offload_kqv: bool = True
     flash_attn: bool | None = None
-    device_sampling: bool | None = None
+    device_sampling: bool = False
+    cpu_poll: int | None = None
     use_mmap: bool = True
     embeddings: bool = False
     pooling_type: str | None = None
@@ -80,9 +83,11 @@ class LlamaConfig:
         require_int(_API, "n_gpu_layers", self.n_gpu_layers, minimum=-1)
         for name in ("offload_kqv", "use_mmap", "embeddings", "verbose", "vocab_only"):
             require_bool(_API, name, getattr(self, name))
-        for name in ("flash_attn", "device_sampling"):
-            if getattr(self, name) is not None:
-                require_bool(_API, name, getattr(self, name))
+        if self.flash_attn is not None:
+            require_bool(_API, "flash_attn", self.flash_attn)
+        require_bool(_API, "device_sampling", self.device_sampling)
+        if self.cpu_poll is not None:
+            require_int(_API, "cpu_poll", self.cpu_poll, minimum=0, maximum=100)
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
         if self.pooling_type is not None and self.pooling_type not in _POOLING:
@@ -116,6 +121,7 @@ class LlamaConfig:
         params.offload_kqv = self.offload_kqv
         params.embeddings = self.embeddings
         params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
-        params.device_sampling = -1 if self.device_sampling is None else int(self.device_sampling)
+        params.device_sampling = self.device_sampling
+        params.cpu_poll = -1 if self.cpu_poll is None else self.cpu_poll
         params.pooling_type = -1 if self.pooling_type is None else _POOLING[self.pooling_type]
         return params

@@ -76,8 +76,11 @@ class LlamaPool:
     with the batch. Compared with ``pool_size`` separate models, this saves
     ``(pool_size - 1) * model size``.
 
-    After each step's decode, the active requests sample side by side on ``sampling_threads``
-    threads (default: one per core, at most 8).
+    After each step's decode, the active requests sample on the scheduler thread; with
+    ``sampling_threads=N`` they sample side by side on N threads. The default is 1: measured on
+    an H100 machine (m1b, BENCHMARKS.md), 8 threads made steps slower (16 requests: 1.5 ms of
+    sampling per step against 0.1 ms on one thread) because waking them competes with
+    llama.cpp's CPU threads for the cores.
 
     All request methods are coroutines (``await pool.generate(...)``); :meth:`submit` returns
     a ``concurrent.futures.Future`` for threaded code. Thread-safe.
@@ -104,7 +107,7 @@ class LlamaPool:
         self.pool_size = pool_size
         self._llm = Llama(model_path, config=config)
         self._context = self._llm._context
-        self._engine = _core.BatchEngine(self._context, sampling_threads or 0)
+        self._engine = _core.BatchEngine(self._context, sampling_threads or 1)
         self._cond = threading.Condition()
         self._pending: collections.deque[_Job] = collections.deque()
         self._closed = False
