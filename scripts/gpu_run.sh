@@ -130,9 +130,8 @@ poolbench() {
     --json "$out/bench_pool.json" 2>&1 | tee "$out/bench_pool.log"
 }
 
-# Experiments behind the defaults (BENCHMARKS.md): CPU threads that sleep at once after each
-# graph (cpu_poll=0) against llama.cpp's busy-wait, sampling on worker threads, sampling on the
-# device.
+# Experiments behind the defaults (BENCHMARKS.md), each against the defaults: sampling on one
+# thread, sampling on the device, CPU threads that busy-wait as llama.cpp's do by default.
 bench_poll0() {
   stamp "benchmark with cpu_poll=0"
   BENCH_JSON=bench_poll0 BENCH_ARGS="--cpu-poll 0" bench
@@ -140,8 +139,7 @@ bench_poll0() {
 
 poolbench_exp() {
   local name args
-  for name in poll0:--cpu-poll=0 poll0_8threads:--cpu-poll=0,--sampling-threads=8 device:--device-sampling \
-              threads8:--sampling-threads=8; do
+  for name in ${POOL_EXPERIMENTS:-threads1:--sampling-threads=1 device:--device-sampling poll50:--cpu-poll=50}; do
     args=${name#*:}; name=${name%%:*}
     stamp "pool benchmark, $name (${args//,/ })"
     # shellcheck disable=SC2086

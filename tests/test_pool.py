@@ -92,6 +92,25 @@ def test_arrival_order_is_served_first(smollm2_path):
     assert order == [0, 1, 2, 3, 4]
 
 
+def test_a_request_joins_while_another_is_running(smollm2_path):
+    # The scheduler steps in C++ while no request has anything to report; a new request must
+    # still be admitted at the next step, not when the running one ends.
+    never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
+    with LlamaPool(smollm2_path, pool_size=2, n_ctx=1024, n_threads=2) as pool:
+        finished: list[str] = []
+
+        async def request(name, prompt, max_tokens, delay):
+            await asyncio.sleep(delay)
+            await pool.generate(prompt, max_tokens=max_tokens, sampling=never_end)
+            finished.append(name)
+
+        async def main():
+            await asyncio.gather(request("long", PROMPTS[0], 400, 0.0), request("short", PROMPTS[1], 4, 0.2))
+
+        run(main())
+    assert finished == ["short", "long"]
+
+
 def test_a_failing_request_fails_alone(pool):
     bad_bias = SamplingParams(logit_bias={10**7: 1.0})
 

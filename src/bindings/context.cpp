@@ -107,6 +107,8 @@ void bind_context(nb::module_& m) {
         .def_prop_ro("n_seq_max", &lcn::Context::n_seq_max)
         .def_prop_ro("device_sampling", &lcn::Context::device_sampling,
                      "Whether plain greedy requests are sampled inside the graph on the device.")
+        .def_prop_ro("whole_model_on_gpu", &lcn::Context::whole_model_on_gpu,
+                     "Every layer, the output included, runs on a GPU.")
         .def_prop_ro("model", &lcn::Context::model_ptr)
         .def(
             "clear",

@@ -75,6 +75,23 @@ void bind_pool(nb::module_& m) {
             "One decode for every active slot; returns an event for every streaming slot and every slot that "
             "finished.")
         .def(
+            "run",
+            [](lcn::BatchEngine& self) {
+                std::vector<lcn::SlotEvent> events;
+                {
+                    nb::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.context().mutex());
+                    events = self.run();
+                }
+                nb::list out;
+                for (auto& e : events) out.append(event_to_python(std::move(e)));
+                return out;
+            },
+            "Steps until a step gives events (as step() returns them), nothing is active, or interrupt() is "
+            "called.")
+        .def("interrupt", &lcn::BatchEngine::interrupt,
+             "Makes a run() in progress return after its current step. Safe from any thread.")
+        .def(
             "cancel",
             [](lcn::BatchEngine& self, int32_t slot) {
                 lcn::SlotEvent event;

@@ -150,6 +150,15 @@ std::vector<SlotEvent> BatchEngine::step() {
     return events;
 }
 
+std::vector<SlotEvent> BatchEngine::run() {
+    std::vector<SlotEvent> events;
+    while (events.empty() && active() > 0) {
+        events = step();
+        if (interrupt_.exchange(false, std::memory_order_relaxed)) break;
+    }
+    return events;
+}
+
 SlotEvent BatchEngine::cancel(int32_t slot) {
     if (slot < 0 || static_cast<size_t>(slot) >= slots_.size() || slots_[static_cast<size_t>(slot)] == nullptr) {
         throw ValidationError("[LlamaPool] slot " + std::to_string(slot) + " is not active");

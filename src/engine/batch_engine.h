@@ -3,6 +3,7 @@
 // single llama_decode. Requests join (add) and leave (finish, cancel) between steps.
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
@@ -54,6 +55,13 @@ public:
     // every slot that finished (its result, or its error).
     std::vector<SlotEvent> step();
 
+    // Steps until one gives events, nothing is active, or interrupt() was called (from any
+    // thread) since the last return: the scheduler then needs no round trip per step for
+    // requests that report only when they finish.
+    std::vector<SlotEvent> run();
+    // Makes run() return after the step in progress (a new request waits, a cancellation).
+    void interrupt() { interrupt_.store(true, std::memory_order_relaxed); }
+
     // Ends a request now; its KV cells are freed.
     SlotEvent cancel(int32_t slot);
 
@@ -79,6 +87,7 @@ private:
     std::vector<std::string> errors_;
     WorkerPool workers_;  // samples the slots of a step side by side
     StepTimings timings_;
+    std::atomic<bool> interrupt_{false};
 };
 
 }  // namespace lcn

@@ -78,7 +78,13 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     const CpuThreadpoolApi& pools = cpu_threadpool_api();
     if (pools.create != nullptr && pools.destroy != nullptr) {
         ggml_threadpool_params tp = ggml_threadpool_params_default(cp.n_threads);
-        if (p.cpu_poll >= 0) tp.poll = static_cast<uint32_t>(std::min(p.cpu_poll, 100));
+        if (p.cpu_poll >= 0) {
+            tp.poll = static_cast<uint32_t>(std::min(p.cpu_poll, 100));
+        } else if (whole_model_on_gpu()) {
+            // Measured on an H100/H200 machine (BENCHMARKS.md): spinning CPU threads slowed the
+            // decode loop and the pool's sampling threads.
+            tp.poll = 0;
+        }
         threadpool_ = pools.create(&tp);
         if (threadpool_ != nullptr && cp.n_threads_batch != cp.n_threads) {
             ggml_threadpool_params tpb = ggml_threadpool_params_default(cp.n_threads_batch);
@@ -195,6 +201,11 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
     decode_batch("Llama.generate");
     for (const auto& [seq, token] : step) cached_[static_cast<size_t>(seq)].push_back(token);
     last_output_ = batch_.n_tokens - 1;
+}
+
+bool Context::whole_model_on_gpu() const {
+    const int32_t n_gpu_layers = model_->params().n_gpu_layers;
+    return llama_supports_gpu_offload() && (n_gpu_layers < 0 || n_gpu_layers > model_->n_layer());
 }
 
 bool Context::attach_greedy(llama_seq_id seq, const std::vector<llama_logit_bias>& biases) {

@@ -34,7 +34,9 @@ struct ContextParams {
     int32_t pooling_type = -1;  // llama_pooling_type; -1 from the model
     // Greedy sampling inside the model's graph on the device (llama_set_sampler).
     bool device_sampling = false;
-    int32_t cpu_poll = -1;  // busy-wait level of the CPU thread pools, 0-100; -1: ggml's default
+    // Busy-wait level of the CPU thread pools, 0-100; -1: 0 when the whole model is on a GPU
+    // (the CPU threads have next to nothing to do), else ggml's default.
+    int32_t cpu_poll = -1;
 
 };
 
@@ -77,6 +79,8 @@ public:
     // On-device greedy sampling: a sequence with a greedy chain attached gets its next
     // token computed inside the graph, and only that token comes back (no row of logits).
     bool device_sampling() const { return device_sampling_; }
+    // Every layer, the output included, runs on a GPU.
+    bool whole_model_on_gpu() const;
     // Attaches greedy-with-these-biases to `seq`, keeping the chain it already has when the
     // biases are the same (a change makes llama.cpp re-plan its graphs). Returns false when
     // llama.cpp cannot run it on the device: the sequence then samples on the host.

@@ -36,7 +36,9 @@ class LlamaConfig:
             measured slower than sampling on the host (BENCHMARKS.md). Other requests always
             sample on the host.
         cpu_poll: how hard llama.cpp's CPU threads busy-wait for the next graph, 0 (sleep at
-            once) to 100 (llama.cpp's ``--poll``); ``None`` takes llama.cpp's default (50).
+            once) to 100 (llama.cpp's ``--poll``); ``None``: 0 when the whole model is on a GPU
+            (those threads then have next to nothing to do, and spinning measured slower),
+            else llama.cpp's default (50).
         use_mmap: memory-map the model file.
         embeddings: compute embeddings (for :meth:`Llama.embed`) as well as logits.
         pooling_type: how token embeddings become one vector: ``"mean"``, ``"cls"``,

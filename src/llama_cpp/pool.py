@@ -76,11 +76,10 @@ class LlamaPool:
     with the batch. Compared with ``pool_size`` separate models, this saves
     ``(pool_size - 1) * model size``.
 
-    After each step's decode, the active requests sample on the scheduler thread; with
-    ``sampling_threads=N`` they sample side by side on N threads. The default is 1: measured on
-    an H100 machine (m1b, BENCHMARKS.md), 8 threads made steps slower (16 requests: 1.5 ms of
-    sampling per step against 0.1 ms on one thread) because waking them competes with
-    llama.cpp's CPU threads for the cores.
+    After each step's decode, the active requests sample side by side on ``sampling_threads``
+    threads (the scheduler's included). Default: one per core, at most 8, when the whole model
+    is on a GPU (64 requests on an H200 machine: 0.21 ms of sampling per step against 0.70 ms
+    on one thread); else 1, since on the CPU the cores are busy decoding (BENCHMARKS.md).
 
     All request methods are coroutines (``await pool.generate(...)``); :meth:`submit` returns
     a ``concurrent.futures.Future`` for threaded code. Thread-safe.
@@ -107,7 +106,9 @@ class LlamaPool:
         self.pool_size = pool_size
         self._llm = Llama(model_path, config=config)
         self._context = self._llm._context
-        self._engine = _core.BatchEngine(self._context, sampling_threads or 1)
+        if sampling_threads is None:
+            sampling_threads = 0 if self._context.whole_model_on_gpu else 1  # 0: the engine picks
+        self._engine = _core.BatchEngine(self._context, sampling_threads)
         self._cond = threading.Condition()
         self._pending: collections.deque[_Job] = collections.deque()
         self._closed = False
@@ -133,6 +134,7 @@ class LlamaPool:
                 return
             self._closed = True
             self._cond.notify_all()
+        self._engine.interrupt()
         self._thread.join()
         self._llm.close()
         with _live_lock:
@@ -158,6 +160,7 @@ class LlamaPool:
                 raise LlamaError("[LlamaPool] the pool is closed")
             self._pending.append(job)
             self._cond.notify()
+        self._engine.interrupt()  # a run of steps in progress returns so the job can be admitted
         return job
 
     def _schedule(self) -> None:
@@ -211,7 +214,9 @@ class LlamaPool:
             if not active:
                 continue
             try:
-                events = engine.step()
+                # Steps in C++ until there is something to report or to admit: requests
+                # that report only when they finish cost no Python work per step.
+                events = engine.run()
             except LlamaError as exc:
                 for slot, job in active.items():
                     engine.cancel(slot)
@@ -273,6 +278,7 @@ class LlamaPool:
 
     def _cancel(self, job: _Job) -> None:
         job.cancelled.set()
+        self._engine.interrupt()
         with self._cond:
             self._cond.notify()
 
