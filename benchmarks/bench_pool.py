@@ -82,12 +82,15 @@ def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads
             one = statistics.median(run(1) for _ in range(runs))
             result[p] = p * (ntg - 1) / (full - one)
             # Per decode step of the full runs: decoding vs sampling every active request.
+            # Where a full run's time goes: steps (decode + sampling) against the whole call.
             steps[p] = {"decode_ms": t["decode_ms"] / t["steps"], "sample_ms": t["sample_ms"] / t["steps"],
+                        "steps_per_run": t["steps"] / runs, "full_run_ms": 1000 * full, "one_token_run_ms": 1000 * one,
                         "sampling_threads": pool._engine.sampling_threads,
                         "device_sampling": llm._context.device_sampling}
             print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s; per step {steps[p]['decode_ms']:.3f} ms decode, "
                   f"{steps[p]['sample_ms']:.3f} ms sampling on {steps[p]['sampling_threads']} threads "
-                  f"(device sampling: {steps[p]['device_sampling']})", flush=True)
+                  f"(device sampling: {steps[p]['device_sampling']}); {steps[p]['steps_per_run']:.1f} steps per run of "
+                  f"{steps[p]['full_run_ms']:.1f} ms, 1-token run {steps[p]['one_token_run_ms']:.1f} ms", flush=True)
     return result
 
 
