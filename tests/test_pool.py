@@ -111,6 +111,34 @@ def test_a_request_joins_while_another_is_running(smollm2_path):
     assert finished == ["short", "long"]
 
 
+@cpu_numerics
+def test_prompts_admitted_together_share_a_decode(smollm2_path):
+    # Three requests admitted at once: two short prompts share one llama_decode, a prompt longer
+    # than n_batch is decoded alone in chunks, and one with a prompt too long for its context
+    # fails alone. Each answer is what a single Llama gives. (test_a_failing_request_fails_alone
+    # covers a request that fails inside the engine.)
+    long_prompt = "The history of the Roman Empire, told year by year, begins with " * 4
+    prompts = [PROMPTS[0], long_prompt, PROMPTS[1]]
+    with Llama(smollm2_path, n_ctx=256, n_batch=32, n_ubatch=32, n_threads=2) as single:
+        expected = [single.generate(p, max_tokens=8, sampling=GREEDY) for p in prompts]
+    with LlamaPool(smollm2_path, pool_size=4, n_ctx=256, n_batch=32, n_ubatch=32, n_threads=2) as pool:
+        assert len(pool.llama.tokenize(long_prompt)) > 32
+
+        async def main():
+            return await asyncio.gather(
+                *(pool.generate(p, max_tokens=8, sampling=GREEDY) for p in prompts),
+                pool.generate("word " * 300, max_tokens=8, sampling=GREEDY),
+                return_exceptions=True,
+            )
+
+        pool._engine.reset_timings()
+        *answers, too_long = run(main())
+        assert answers == expected
+        assert isinstance(too_long, ValidationError) and "the prompt has" in str(too_long)
+        assert pool._engine.timings()["admissions"] == 3  # the too-long prompt is refused at the call
+        assert pool._engine.active == 0
+
+
 def test_a_failing_request_fails_alone(pool):
     bad_bias = SamplingParams(logit_bias={10**7: 1.0})
 

@@ -1,4 +1,5 @@
 #include <nanobind/stl/pair.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
@@ -35,10 +36,13 @@ void bind_pool(nb::module_& m) {
                 out["steps"] = t.steps;
                 out["decode_ms"] = static_cast<double>(t.decode_us) / 1000.0;
                 out["sample_ms"] = static_cast<double>(t.sample_us) / 1000.0;
+                out["admissions"] = t.admissions;
+                out["admit_ms"] = static_cast<double>(t.admit_us) / 1000.0;
                 return out;
             },
             "Steps since the last reset, and the time they spent decoding (llama_decode and waiting for the "
-            "logits) and sampling (every slot's sampling, stop strings and text).")
+            "logits) and sampling (every slot's sampling, stop strings and text); requests admitted and the "
+            "time add() took (their prompts and first tokens).")
         .def("reset_timings", &lcn::BatchEngine::reset_timings, "Zeroes timings().")
         .def(
             "add",
@@ -59,6 +63,33 @@ void bind_pool(nb::module_& m) {
             nb::arg("logprobs"), nb::arg("stream"),
             "Starts a request on a free slot (decodes its prompt); returns its first event. With stream=False "
             "step() reports the request only when it finishes.")
+        .def(
+            "add_many",
+            [](lcn::BatchEngine& self, std::vector<std::tuple<std::vector<llama_token>, int32_t, lcn::SamplingConfig,
+                                                               std::vector<std::string>, int32_t, bool>>
+                                           requests) {
+                std::vector<lcn::GenerationRequest> built;
+                std::vector<bool> stream;
+                built.reserve(requests.size());
+                for (auto& [prompt, max_tokens, sampling, stop, logprobs, streams] : requests) {
+                    built.push_back(
+                        make_request(std::move(prompt), max_tokens, sampling, std::move(stop), false, logprobs));
+                    stream.push_back(streams);
+                }
+                std::vector<lcn::SlotEvent> outcomes;
+                {
+                    nb::gil_scoped_release nogil;
+                    std::lock_guard<std::mutex> lock(self.context().mutex());
+                    outcomes = self.add_many(std::move(built), stream);
+                }
+                nb::list out;
+                for (auto& e : outcomes) out.append(event_to_python(std::move(e)));
+                return out;
+            },
+            nb::arg("requests"),
+            "Starts several requests, each (prompt, max_tokens, sampling, stop, logprobs, stream); prompts that "
+            "fit n_batch together share one decode. Returns one event per request, in order; a request that "
+            "failed has slot -1 and its error (the others start).")
         .def(
             "step",
             [](lcn::BatchEngine& self) {

@@ -57,7 +57,46 @@ SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
     return event;
 }
 
+namespace {
+
+// Runs `body`; an exception becomes an error outcome (kinds as in SlotEvent).
+template <typename F>
+bool capture_error(SlotEvent& outcome, F&& body) {
+    try {
+        body();
+        return true;
+    } catch (const ValidationError& e) {
+        outcome.error_kind = 1, outcome.error = e.what();
+    } catch (const GenerationError& e) {
+        outcome.error_kind = 2, outcome.error = e.what();
+    } catch (const std::exception& e) {
+        outcome.error_kind = 3, outcome.error = e.what();
+    }
+    return false;
+}
+
+struct AdmitTimer {  // counts every admission, failed ones included
+    StepTimings& timings;
+    int64_t requests;
+    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
+    ~AdmitTimer() {
+        timings.admissions += requests;
+        timings.admit_us +=
+            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
+    }
+};
+
+}  // namespace
+
+SlotEvent BatchEngine::install(size_t slot, std::unique_ptr<Sequence> sequence, bool stream, std::string text) {
+    slots_[slot] = std::move(sequence);
+    streaming_[slot] = stream;
+    if (slots_[slot]->finished()) return finish_slot(slot, std::move(text));
+    return text_event(slot, std::move(text));
+}
+
 SlotEvent BatchEngine::add(GenerationRequest request, bool stream) {
+    AdmitTimer timer{timings_, 1};
     size_t slot = 0;
     while (slot < slots_.size() && slots_[slot] != nullptr) ++slot;
     if (slot == slots_.size()) throw LlamaError("[LlamaPool] no free slot");
@@ -70,10 +109,79 @@ SlotEvent BatchEngine::add(GenerationRequest request, bool stream) {
         context_.clear_sequence(static_cast<llama_seq_id>(slot));
         throw;
     }
-    slots_[slot] = std::move(sequence);
-    streaming_[slot] = stream;
-    if (slots_[slot]->finished()) return finish_slot(slot, std::move(text));
-    return text_event(slot, std::move(text));
+    return install(slot, std::move(sequence), stream, std::move(text));
+}
+
+std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requests, const std::vector<bool>& stream) {
+    AdmitTimer timer{timings_, static_cast<int64_t>(requests.size())};
+    const size_t n = requests.size();
+    std::vector<SlotEvent> outcomes(n);
+    std::vector<std::unique_ptr<Sequence>> sequences(n);
+    std::vector<size_t> slot_of(n, 0);
+    std::vector<bool> taken(slots_.size(), false);
+    for (size_t slot = 0; slot < slots_.size(); ++slot) taken[slot] = slots_[slot] != nullptr;
+    // Every request gets a slot and a checked prompt, or its error.
+    for (size_t i = 0; i < n; ++i) {
+        size_t slot = 0;
+        while (slot < taken.size() && taken[slot]) ++slot;
+        capture_error(outcomes[i], [&] {
+            if (slot == taken.size()) throw LlamaError("[LlamaPool] no free slot");
+            requests[i].reuse_prefix = false;
+            auto sequence = std::make_unique<Sequence>(context_, static_cast<llama_seq_id>(slot), std::move(requests[i]));
+            sequence->prepare();
+            sequences[i] = std::move(sequence);
+            slot_of[i] = slot;
+            taken[slot] = true;
+        });
+    }
+    // Groups of whole prompts up to n_batch tokens, one decode each; a longer prompt alone, in chunks.
+    const size_t budget = context_.n_batch();
+    size_t i = 0;
+    while (i < n) {
+        if (sequences[i] == nullptr) {
+            ++i;
+            continue;
+        }
+        std::vector<size_t> members;
+        size_t tokens = 0;
+        for (size_t j = i; j < n; ++j) {
+            if (sequences[j] == nullptr) continue;
+            const size_t len = sequences[j]->prompt_size();
+            if (!members.empty() && tokens + len > budget) break;
+            members.push_back(j);
+            tokens += len;
+            if (tokens > budget) break;  // one long prompt: its own group
+        }
+        i = members.back() + 1;
+        std::vector<std::string> texts(members.size());
+        if (tokens > budget) {
+            const size_t k = members.front();
+            capture_error(outcomes[k], [&] { sequences[k]->start(texts[0]); });
+        } else {
+            std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>> group;
+            for (size_t k : members) group.emplace_back(static_cast<llama_seq_id>(slot_of[k]), &sequences[k]->prompt());
+            SlotEvent failure;
+            std::vector<int32_t> outputs;
+            if (capture_error(failure, [&] { outputs = context_.prefill_group(group); })) {
+                for (size_t m = 0; m < members.size(); ++m) {
+                    const size_t k = members[m];
+                    capture_error(outcomes[k], [&] { sequences[k]->start_at(outputs[m], texts[m]); });
+                }
+            } else {
+                for (size_t k : members) outcomes[k].error_kind = failure.error_kind, outcomes[k].error = failure.error;
+            }
+        }
+        for (size_t m = 0; m < members.size(); ++m) {
+            const size_t k = members[m];
+            if (outcomes[k].error_kind != 0) {
+                context_.clear_sequence(static_cast<llama_seq_id>(slot_of[k]));
+                sequences[k].reset();
+                continue;
+            }
+            outcomes[k] = install(slot_of[k], std::move(sequences[k]), stream.at(k), std::move(texts[m]));
+        }
+    }
+    return outcomes;
 }
 
 std::vector<SlotEvent> BatchEngine::step() {

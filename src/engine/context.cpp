@@ -141,8 +141,7 @@ void Context::decode_batch(const char* what) {
     throw GenerationError(std::string("[") + what + "] llama_decode failed with code " + std::to_string(rc));
 }
 
-size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens, bool reuse_prefix) {
-    auto& cache = cached_[check_seq(seq)];
+void Context::check_prompt(const std::vector<llama_token>& tokens) const {
     if (tokens.empty()) throw ValidationError("[Llama.generate] the prompt has no tokens");
     if (tokens.size() >= n_ctx_seq()) {
         throw ValidationError("[Llama.generate] the prompt has " + std::to_string(tokens.size()) +
@@ -150,6 +149,39 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
                               " per sequence (and needs room for at least one generated token)");
     }
     for (llama_token t : tokens) model_->check_token(t, "Llama.generate");
+}
+
+std::vector<int32_t> Context::prefill_group(const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group) {
+    size_t total = 0;
+    for (const auto& [seq, tokens] : group) total += tokens->size();
+    if (total > n_batch()) throw ValidationError("[LlamaPool] prompts of one group exceed n_batch");
+    llama_memory_t mem = llama_get_memory(ctx_);
+    batch_.n_tokens = 0;
+    std::vector<int32_t> last;
+    last.reserve(group.size());
+    for (const auto& [seq, tokens] : group) {
+        check_seq(seq);
+        llama_memory_seq_rm(mem, seq, -1, -1);
+        cached_[static_cast<size_t>(seq)].clear();
+        for (size_t i = 0; i < tokens->size(); ++i) {
+            const int32_t j = batch_.n_tokens++;
+            batch_.token[j] = (*tokens)[i];
+            batch_.pos[j] = static_cast<llama_pos>(i);
+            batch_.n_seq_id[j] = 1;
+            batch_.seq_id[j][0] = seq;
+            batch_.logits[j] = (i + 1 == tokens->size());
+        }
+        last.push_back(batch_.n_tokens - 1);
+    }
+    decode_batch("LlamaPool.generate");
+    for (const auto& [seq, tokens] : group) cached_[static_cast<size_t>(seq)] = *tokens;
+    last_output_ = batch_.n_tokens - 1;
+    return last;
+}
+
+size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens, bool reuse_prefix) {
+    auto& cache = cached_[check_seq(seq)];
+    check_prompt(tokens);
 
     size_t keep = 0;
     if (reuse_prefix) {

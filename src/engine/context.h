@@ -70,6 +70,15 @@ public:
     // After the call the logits of the last token are at output index last_output().
     size_t prefill(llama_seq_id seq, const std::vector<llama_token>& tokens, bool reuse_prefix);
 
+    // Throws ValidationError unless `tokens` can be a prompt of one sequence (not empty, valid
+    // ids, room for at least one generated token).
+    void check_prompt(const std::vector<llama_token>& tokens) const;
+
+    // Decodes the whole prompts of several sequences (checked, at most n_batch tokens in all)
+    // in one llama_decode, replacing what those sequences held. Returns, per entry, the batch
+    // index of its last token (what logits() and sampled_token() take).
+    std::vector<int32_t> prefill_group(const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group);
+
     // Decodes one token for each (sequence, token) pair in a single llama_decode;
     // afterwards the logits of entry i are at output index i.
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);

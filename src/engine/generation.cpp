@@ -64,6 +64,23 @@ void Sequence::cancel(std::string& text_out) {
     result_.text.append(text_out, before, std::string::npos);
 }
 
+void Sequence::prepare() {
+    context_.check_prompt(request_.prompt);
+    result_.n_prompt_tokens = request_.prompt.size();
+    result_.n_reused_tokens = 0;
+}
+
+void Sequence::start_at(int32_t output_index, std::string& text_out) {
+    const size_t before = text_out.size();
+    for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
+    if (on_device_) {
+        take(context_.sampled_token(output_index), text_out);
+    } else {
+        sample_and_take(context_.logits(output_index), text_out);
+    }
+    result_.text.append(text_out, before, std::string::npos);
+}
+
 void Sequence::start_impl(std::string& text_out) {
     result_.n_prompt_tokens = request_.prompt.size();
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);

@@ -51,6 +51,11 @@ public:
     // Each call appends the text it releases to `text_out` and to result().text.
     // Decodes the prompt into the sequence's KV cells and samples the first token.
     void start(std::string& text_out);
+    // The same in two halves, for prompts decoded together (Context::prefill_group): checks the
+    // prompt (throws as start() would) ...
+    void prepare();
+    // ... and, once the context has decoded it, samples the first token from `output_index`.
+    void start_at(int32_t output_index, std::string& text_out);
     // The token to feed in the next decode step (valid while !finished()).
     llama_token next_input() const { return next_; }
     // After a decode step: samples from the logits at `output_index`.
@@ -63,6 +68,8 @@ public:
     // Greedy on the device (Context::attach_greedy): the context returns this sequence's
     // token instead of its logits.
     bool samples_on_device() const { return on_device_; }
+    const std::vector<llama_token>& prompt() const { return request_.prompt; }
+    size_t prompt_size() const { return request_.prompt.size(); }
     void cancel(std::string& text_out);
 
 private:

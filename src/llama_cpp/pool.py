@@ -193,19 +193,25 @@ class LlamaPool:
                 admitted = []
                 while self._pending and len(active) + len(admitted) < self.pool_size:
                     admitted.append(self._pending.popleft())
+            starting = []
             for job in admitted:
                 if job.cancelled.is_set():
                     job.fail(asyncio.CancelledError())
-                    continue
-                r = job.request
-                try:
-                    event = engine.add(r.tokens, r.max_tokens, r.sampling, r.stops, r.logprobs,
-                                       job.on_piece is not None)
-                except LlamaError as exc:
-                    job.fail(exc)  # this request alone
-                    continue
-                active[event[0]] = job
-                self._dispatch(active, event)
+                else:
+                    starting.append(job)
+            if starting:
+                # Prompts admitted together are decoded together; a failing request fails alone.
+                events = engine.add_many([
+                    (j.request.tokens, j.request.max_tokens, j.request.sampling, j.request.stops,
+                     j.request.logprobs, j.on_piece is not None)
+                    for j in starting
+                ])
+                for job, event in zip(starting, events):
+                    if event[0] < 0:
+                        job.fail(_ERRORS[event[4]](event[5]))
+                    else:
+                        active[event[0]] = job
+                        self._dispatch(active, event)
             for slot, job in list(active.items()):
                 if job.cancelled.is_set():
                     engine.cancel(slot)
