@@ -205,8 +205,10 @@ def wait_until_idle(pool, seconds=30.0):
 
 
 def test_stream_arguments_are_checked_at_the_call(pool):
-    with pytest.raises(ValidationError, match="max_tokens"):
+    with pytest.raises(ValidationError, match=r"\[LlamaPool\.generate_stream\] max_tokens"):
         pool.generate_stream(PROMPTS[0], max_tokens=0)
+    with pytest.raises(ValidationError, match=r"\[LlamaPool\.submit\] sampling must be a SamplingParams"):
+        pool.submit(PROMPTS[0], sampling={"temperature": 0})
 
 
 def test_streamed_chat_completion(pool):
@@ -231,6 +233,22 @@ def test_chat_batch(pool):
     out = run(pool.create_chat_completion_batch(conversations, max_tokens=8, temperature=0))
     assert [o["object"] for o in out] == ["chat.completion"] * 2
     assert all(o["choices"][0]["message"]["content"] for o in out)
+
+
+@cpu_numerics
+def test_chat_takes_llama_arguments(pool, smollm2_path):
+    # Log-probabilities, typical-p and mirostat reach the pool's requests as they reach Llama's.
+    messages = [{"role": "user", "content": "Name a colour."}]
+    with Llama(smollm2_path, n_ctx=256, n_threads=2) as single:
+        expected = single.create_chat_completion(messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2)
+        seeded = single.create_chat_completion(messages, max_tokens=6, temperature=0.8, seed=3, typical_p=0.9)
+        mirostat = single.create_chat_completion(messages, max_tokens=6, temperature=0.8, seed=3, mirostat_mode=2)
+    got = run(pool.create_chat_completion(messages, max_tokens=6, temperature=0, logprobs=True, top_logprobs=2))
+    assert got["choices"][0]["logprobs"] == expected["choices"][0]["logprobs"]
+    assert len(got["choices"][0]["logprobs"]["content"][0]["top_logprobs"]) == 2
+    for kwargs, reference in ((dict(typical_p=0.9), seeded), (dict(mirostat_mode=2), mirostat)):
+        out = run(pool.create_chat_completion(messages, max_tokens=6, temperature=0.8, seed=3, **kwargs))
+        assert out["choices"][0]["message"] == reference["choices"][0]["message"]
 
 
 def test_submit_from_threads(pool):

@@ -16,6 +16,20 @@ nb::tuple event_to_python(lcn::SlotEvent&& e) {
     return nb::make_tuple(e.slot, decode_utf8(e.text), e.finished, result, e.error_kind, nb::str(e.error.c_str()));
 }
 
+// Calls `body` on the engine with the GIL released and the context locked; its events as a list.
+template <typename F>
+nb::list engine_events(lcn::BatchEngine& engine, F&& body) {
+    std::vector<lcn::SlotEvent> events;
+    {
+        nb::gil_scoped_release nogil;
+        std::lock_guard<std::mutex> lock(engine.context().mutex());
+        events = body();
+    }
+    nb::list out;
+    for (auto& e : events) out.append(event_to_python(std::move(e)));
+    return out;
+}
+
 }  // namespace
 
 void bind_pool(nb::module_& m) {
@@ -76,15 +90,7 @@ void bind_pool(nb::module_& m) {
                         make_request(std::move(prompt), max_tokens, sampling, std::move(stop), false, logprobs));
                     stream.push_back(streams);
                 }
-                std::vector<lcn::SlotEvent> outcomes;
-                {
-                    nb::gil_scoped_release nogil;
-                    std::lock_guard<std::mutex> lock(self.context().mutex());
-                    outcomes = self.add_many(std::move(built), stream);
-                }
-                nb::list out;
-                for (auto& e : outcomes) out.append(event_to_python(std::move(e)));
-                return out;
+                return engine_events(self, [&] { return self.add_many(std::move(built), stream); });
             },
             nb::arg("requests"),
             "Starts several requests, each (prompt, max_tokens, sampling, stop, logprobs, stream); prompts that "
@@ -92,32 +98,12 @@ void bind_pool(nb::module_& m) {
             "failed has slot -1 and its error (the others start).")
         .def(
             "step",
-            [](lcn::BatchEngine& self) {
-                std::vector<lcn::SlotEvent> events;
-                {
-                    nb::gil_scoped_release nogil;
-                    std::lock_guard<std::mutex> lock(self.context().mutex());
-                    events = self.step();
-                }
-                nb::list out;
-                for (auto& e : events) out.append(event_to_python(std::move(e)));
-                return out;
-            },
+            [](lcn::BatchEngine& self) { return engine_events(self, [&] { return self.step(); }); },
             "One decode for every active slot; returns an event for every streaming slot and every slot that "
             "finished.")
         .def(
             "run",
-            [](lcn::BatchEngine& self) {
-                std::vector<lcn::SlotEvent> events;
-                {
-                    nb::gil_scoped_release nogil;
-                    std::lock_guard<std::mutex> lock(self.context().mutex());
-                    events = self.run();
-                }
-                nb::list out;
-                for (auto& e : events) out.append(event_to_python(std::move(e)));
-                return out;
-            },
+            [](lcn::BatchEngine& self) { return engine_events(self, [&] { return self.run(); }); },
             "Steps until a step gives events (as step() returns them), nothing is active, or interrupt() is "
             "called.")
         .def("interrupt", &lcn::BatchEngine::interrupt,

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <chrono>
 #include <thread>
+#include <utility>
 
 #include "errors.h"
 
@@ -59,20 +60,25 @@ SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
 
 namespace {
 
-// Runs `body`; an exception becomes an error outcome (kinds as in SlotEvent).
+// Runs `body`; an exception becomes an error kind (as in SlotEvent) and its message.
 template <typename F>
-bool capture_error(SlotEvent& outcome, F&& body) {
+bool capture_error(int32_t& kind, std::string& message, F&& body) {
     try {
         body();
         return true;
     } catch (const ValidationError& e) {
-        outcome.error_kind = 1, outcome.error = e.what();
+        kind = 1, message = e.what();
     } catch (const GenerationError& e) {
-        outcome.error_kind = 2, outcome.error = e.what();
+        kind = 2, message = e.what();
     } catch (const std::exception& e) {
-        outcome.error_kind = 3, outcome.error = e.what();
+        kind = 3, message = e.what();
     }
     return false;
+}
+
+template <typename F>
+bool capture_error(SlotEvent& outcome, F&& body) {
+    return capture_error(outcome.error_kind, outcome.error, std::forward<F>(body));
 }
 
 struct AdmitTimer {  // counts every admission, failed ones included
@@ -209,33 +215,25 @@ std::vector<SlotEvent> BatchEngine::step() {
         // A slot sampled on the device has its token already; the others get their logits row.
         rows_[k] = nullptr;
         tokens_[k] = LLAMA_TOKEN_NULL;
-        try {
+        capture_error(error_kinds_[k], errors_[k], [&] {
             if (sequence.samples_on_device()) {
                 tokens_[k] = context_.sampled_token(index);
             } else {
                 rows_[k] = context_.logits(index);
             }
-        } catch (const std::exception& e) {
-            error_kinds_[k] = 2, errors_[k] = e.what();
-        }
+        });
     }
     const auto t1 = clock::now();
     workers_.run(n, [this](size_t k) {
         if (error_kinds_[k] != 0) return;
         Sequence& sequence = *slots_[step_slots_[k]];
-        try {
+        capture_error(error_kinds_[k], errors_[k], [&] {
             if (rows_[k] == nullptr) {
                 sequence.advance_with(tokens_[k], texts_[k]);
             } else {
                 sequence.advance_from(rows_[k], texts_[k]);
             }
-        } catch (const ValidationError& e) {
-            error_kinds_[k] = 1, errors_[k] = e.what();
-        } catch (const GenerationError& e) {
-            error_kinds_[k] = 2, errors_[k] = e.what();
-        } catch (const std::exception& e) {
-            error_kinds_[k] = 3, errors_[k] = e.what();
-        }
+        });
     });
     const auto t2 = clock::now();
     timings_.steps += 1;

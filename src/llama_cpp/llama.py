@@ -55,6 +55,19 @@ class LoraAdapter:
         return f"LoraAdapter({self.path!r}, scale={self.scale})"
 
 
+
+def _chat_sampling(
+    api: str, *, mirostat_mode: int, logprobs: bool, top_logprobs: int | None, **params: Any
+) -> tuple[SamplingParams, int]:
+    """The sampler settings of a chat completion's OpenAI-style arguments, and how many
+    log-probability alternatives to record (-1: none). Shared by Llama and LlamaPool."""
+    require_bool(api, "logprobs", logprobs)
+    n_logprobs = -1
+    if logprobs:
+        n_logprobs = require_int(api, "top_logprobs", top_logprobs if top_logprobs is not None else 0,
+                                 minimum=0, maximum=20)
+    return SamplingParams(mirostat=mirostat_mode, **params), n_logprobs
+
 class Llama:
     """A loaded GGUF model with its context.
 
@@ -310,9 +323,11 @@ class Llama:
         grammar: LlamaGrammar | None,
         *,
         logprobs: int = -1,
+        owner: str = "Llama",
     ) -> _Request:
-        """Validates a generation request and turns it into what C++ takes."""
-        full_api = f"Llama.{api}"
+        """Validates a generation request and turns it into what C++ takes; errors name
+        ``owner.api``."""
+        full_api = f"{owner}.{api}"
         if max_tokens is not None:
             require_int(full_api, "max_tokens", max_tokens, minimum=1)
         if sampling is None:
@@ -453,15 +468,11 @@ class Llama:
         """
         api = "Llama.create_chat_completion"
         prompt, stops, grammar = self._chat_prompt(api, messages, stop, response_format, grammar)
-        require_bool(api, "logprobs", logprobs)
-        n_logprobs = -1
-        if logprobs:
-            n_logprobs = require_int(api, "top_logprobs", top_logprobs if top_logprobs is not None else 0,
-                                     minimum=0, maximum=20)
-        sampling = SamplingParams(
-            temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
+        sampling, n_logprobs = _chat_sampling(
+            api, temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
             repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
+            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
+            logprobs=logprobs, top_logprobs=top_logprobs,
         )
         job = self._prepare("create_chat_completion", prompt, _openai.token_limit(max_tokens), sampling, stops,
                             True, grammar,

@@ -17,7 +17,7 @@ from ._validate import require_int
 from .config import LlamaConfig
 from .errors import GenerationError, LlamaError, ValidationError
 from .grammar import LlamaGrammar
-from .llama import Llama, _live_instances, _live_lock, _Request
+from .llama import Llama, _chat_sampling, _live_instances, _live_lock, _Request
 from .sampling import SamplingParams
 
 _ERRORS = {1: ValidationError, 2: GenerationError, 3: LlamaError}
@@ -254,11 +254,13 @@ class LlamaPool:
         sampling: SamplingParams | None,
         stop: str | Sequence[str] | None,
         grammar: LlamaGrammar | None,
+        logprobs: int = -1,
     ) -> _Request:
         """Validates a request now, in the caller's frame (a bad argument raises here)."""
         if self._closed:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
-        return self._llm._request(api, prompt, max_tokens, sampling, stop, grammar)
+        return self._llm._request(api, prompt, max_tokens, sampling, stop, grammar, logprobs=logprobs,
+                                  owner="LlamaPool")
 
     def submit(
         self,
@@ -346,17 +348,23 @@ class LlamaPool:
         max_tokens: int | None = None,
         temperature: float = 0.2,
         top_p: float = 0.95,
-        top_k: int = 40,
         min_p: float = 0.05,
+        typical_p: float = 1.0,
         stop: str | Sequence[str] | None = None,
         stream: bool = False,
         seed: int | None = None,
+        top_k: int = 40,
         repeat_penalty: float = 1.0,
         frequency_penalty: float = 0.0,
         presence_penalty: float = 0.0,
+        mirostat_mode: int = 0,
+        mirostat_tau: float = 5.0,
+        mirostat_eta: float = 0.1,
         response_format: dict[str, Any] | None = None,
         grammar: LlamaGrammar | None = None,
         logit_bias: dict[int, float] | None = None,
+        logprobs: bool = False,
+        top_logprobs: int | None = None,
         model: str | None = None,
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
         """A chat completion in llama-cpp-python's shape, served by the pool (the arguments of
@@ -364,16 +372,20 @@ class LlamaPool:
         iterator of ``chat.completion.chunk`` dicts."""
         api = "LlamaPool.create_chat_completion"
         prompt, stops, grammar = self._llm._chat_prompt(api, messages, stop, response_format, grammar)
-        sampling = SamplingParams(temperature=temperature, top_p=top_p, top_k=top_k, min_p=min_p, seed=seed,
-                                  repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty,
-                                  presence_penalty=presence_penalty, logit_bias=logit_bias)
+        sampling, n_logprobs = _chat_sampling(
+            api, temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
+            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
+            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
+            logprobs=logprobs, top_logprobs=top_logprobs,
+        )
         request = self._request("create_chat_completion", prompt, _openai.token_limit(max_tokens), sampling, stops,
-                                grammar)
+                                grammar, n_logprobs)
         name = model or self._llm.model_path
         if stream:
             return _chat_stream(_Stream(self, request), name)
         job = self._enqueue(_Job(request))
-        return _openai.chat_completion(await self._await(job), name, None)
+        result = await self._await(job)
+        return _openai.chat_completion(result, name, self._llm._piece_texts(result) if logprobs else None)
 
     async def create_chat_completion_batch(
         self, conversations: Sequence[Sequence[dict[str, Any]]], **kwargs: Any
