@@ -56,27 +56,8 @@ void bind_pool(nb::module_& m) {
             },
             "Steps since the last reset, and the time they spent decoding (llama_decode and waiting for the "
             "logits) and sampling (every slot's sampling, stop strings and text); requests admitted and the "
-            "time add() took (their prompts and first tokens).")
+            "time add_many() took (their prompts and first tokens).")
         .def("reset_timings", &lcn::BatchEngine::reset_timings, "Zeroes timings().")
-        .def(
-            "add",
-            [](lcn::BatchEngine& self, std::vector<llama_token> prompt, int32_t max_tokens,
-               const lcn::SamplingConfig& sampling, std::vector<std::string> stop, int32_t logprobs,
-               bool stream) {
-                lcn::GenerationRequest request =
-                    make_request(std::move(prompt), max_tokens, sampling, std::move(stop), false, logprobs);
-                lcn::SlotEvent event;
-                {
-                    nb::gil_scoped_release nogil;
-                    std::lock_guard<std::mutex> lock(self.context().mutex());
-                    event = self.add(std::move(request), stream);
-                }
-                return event_to_python(std::move(event));
-            },
-            nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"), nb::arg("stop"),
-            nb::arg("logprobs"), nb::arg("stream"),
-            "Starts a request on a free slot (decodes its prompt); returns its first event. With stream=False "
-            "step() reports the request only when it finishes.")
         .def(
             "add_many",
             [](lcn::BatchEngine& self, std::vector<std::tuple<std::vector<llama_token>, int32_t, lcn::SamplingConfig,

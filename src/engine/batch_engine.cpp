@@ -94,30 +94,6 @@ struct AdmitTimer {  // counts every admission, failed ones included
 
 }  // namespace
 
-SlotEvent BatchEngine::install(size_t slot, std::unique_ptr<Sequence> sequence, bool stream, std::string text) {
-    slots_[slot] = std::move(sequence);
-    streaming_[slot] = stream;
-    if (slots_[slot]->finished()) return finish_slot(slot, std::move(text));
-    return text_event(slot, std::move(text));
-}
-
-SlotEvent BatchEngine::add(GenerationRequest request, bool stream) {
-    AdmitTimer timer{timings_, 1};
-    size_t slot = 0;
-    while (slot < slots_.size() && slots_[slot] != nullptr) ++slot;
-    if (slot == slots_.size()) throw LlamaError("[LlamaPool] no free slot");
-    request.reuse_prefix = false;
-    auto sequence = std::make_unique<Sequence>(context_, static_cast<llama_seq_id>(slot), std::move(request));
-    std::string text;
-    try {
-        sequence->start(text);
-    } catch (...) {
-        context_.clear_sequence(static_cast<llama_seq_id>(slot));
-        throw;
-    }
-    return install(slot, std::move(sequence), stream, std::move(text));
-}
-
 std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requests, const std::vector<bool>& stream) {
     AdmitTimer timer{timings_, static_cast<int64_t>(requests.size())};
     const size_t n = requests.size();
@@ -184,7 +160,11 @@ std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requ
                 sequences[k].reset();
                 continue;
             }
-            outcomes[k] = install(slot_of[k], std::move(sequences[k]), stream.at(k), std::move(texts[m]));
+            const size_t slot = slot_of[k];
+            slots_[slot] = std::move(sequences[k]);
+            streaming_[slot] = stream.at(k);
+            outcomes[k] = slots_[slot]->finished() ? finish_slot(slot, std::move(texts[m]))
+                                                   : text_event(slot, std::move(texts[m]));
         }
     }
     return outcomes;

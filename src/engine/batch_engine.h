@@ -32,7 +32,7 @@ struct StepTimings {
     int64_t decode_us = 0;  // llama_decode and waiting for its logits
     int64_t sample_us = 0;  // sampling, stop strings and text of every active slot
     int64_t admissions = 0;
-    int64_t admit_us = 0;  // add(): decoding prompts and sampling their first tokens
+    int64_t admit_us = 0;  // add_many(): decoding prompts and sampling their first tokens
 };
 
 // Not thread-safe: one scheduler thread drives it (and holds the context's mutex).
@@ -48,14 +48,11 @@ public:
     size_t capacity() const { return slots_.size(); }
     size_t active() const;
 
-    // Starts a request on a free slot: decodes its prompt and samples its first token.
-    // A bad request throws (ValidationError, ...) and leaves every other slot untouched.
-    // `stream`: report the text of every step; otherwise only the finished request.
-    SlotEvent add(GenerationRequest request, bool stream);
-
-    // Starts several requests at once: prompts that fit n_batch together are decoded in one
-    // llama_decode (one graph instead of one per request). One outcome per request, in order:
-    // its first event, or its error (error_kind as in SlotEvent; slot -1) while the others start.
+    // Starts requests on free slots: decodes their prompts (those that fit n_batch together in
+    // one llama_decode, one graph instead of one per request) and samples their first tokens.
+    // `stream[i]`: report request i's text at every step; otherwise only when it finishes.
+    // One outcome per request, in order: its first event, or its error (error_kind as in
+    // SlotEvent; slot -1) while the others start; a failed request leaves no trace.
     std::vector<SlotEvent> add_many(std::vector<GenerationRequest> requests, const std::vector<bool>& stream);
 
     // One llama_decode for all active slots. Events: one per streaming slot, and one for
@@ -78,7 +75,6 @@ public:
 
 private:
     SlotEvent finish_slot(size_t slot, std::string text);
-    SlotEvent install(size_t slot, std::unique_ptr<Sequence> sequence, bool stream, std::string text);
     static SlotEvent text_event(size_t slot, std::string text);
 
     Context& context_;

@@ -164,12 +164,7 @@ std::vector<int32_t> Context::prefill_group(const std::vector<std::pair<llama_se
         llama_memory_seq_rm(mem, seq, -1, -1);
         cached_[static_cast<size_t>(seq)].clear();
         for (size_t i = 0; i < tokens->size(); ++i) {
-            const int32_t j = batch_.n_tokens++;
-            batch_.token[j] = (*tokens)[i];
-            batch_.pos[j] = static_cast<llama_pos>(i);
-            batch_.n_seq_id[j] = 1;
-            batch_.seq_id[j][0] = seq;
-            batch_.logits[j] = (i + 1 == tokens->size());
+            push_token((*tokens)[i], static_cast<llama_pos>(i), seq, i + 1 == tokens->size());
         }
         last.push_back(batch_.n_tokens - 1);
     }
@@ -203,12 +198,7 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
         const size_t end = std::min(tokens.size(), start + chunk);
         batch_.n_tokens = 0;
         for (size_t i = start; i < end; ++i) {
-            const int32_t j = batch_.n_tokens++;
-            batch_.token[j] = tokens[i];
-            batch_.pos[j] = static_cast<llama_pos>(i);
-            batch_.n_seq_id[j] = 1;
-            batch_.seq_id[j][0] = seq;
-            batch_.logits[j] = (i + 1 == tokens.size());
+            push_token(tokens[i], static_cast<llama_pos>(i), seq, i + 1 == tokens.size());
         }
         decode_batch("Llama.generate");
         cache.insert(cache.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
@@ -222,13 +212,7 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
     if (step.size() > n_batch()) throw ValidationError("[Llama] more sequences in one step than n_batch");
     batch_.n_tokens = 0;
     for (const auto& [seq, token] : step) {
-        auto& cache = cached_[check_seq(seq)];
-        const int32_t j = batch_.n_tokens++;
-        batch_.token[j] = token;
-        batch_.pos[j] = static_cast<llama_pos>(cache.size());
-        batch_.n_seq_id[j] = 1;
-        batch_.seq_id[j][0] = seq;
-        batch_.logits[j] = true;
+        push_token(token, static_cast<llama_pos>(cached_[check_seq(seq)].size()), seq, true);
     }
     decode_batch("Llama.generate");
     for (const auto& [seq, token] : step) cached_[static_cast<size_t>(seq)].push_back(token);
@@ -431,12 +415,7 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
             const auto seq = static_cast<llama_seq_id>(members.size());
             members.emplace_back(next, batch_.n_tokens);
             for (size_t i = 0; i < inputs[next].size(); ++i) {
-                const int32_t j = batch_.n_tokens++;
-                batch_.token[j] = inputs[next][i];
-                batch_.pos[j] = static_cast<llama_pos>(i);
-                batch_.n_seq_id[j] = 1;
-                batch_.seq_id[j][0] = seq;
-                batch_.logits[j] = true;
+                push_token(inputs[next][i], static_cast<llama_pos>(i), seq, true);
             }
             ++next;
         }

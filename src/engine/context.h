@@ -37,7 +37,6 @@ struct ContextParams {
     // Busy-wait level of the CPU thread pools, 0-100; -1: 0 when the whole model is on a GPU
     // (the CPU threads have next to nothing to do), else ggml's default.
     int32_t cpu_poll = -1;
-
 };
 
 // Thread-safety: a Context is used by one decode loop at a time. Callers that
@@ -126,6 +125,15 @@ public:
 
 private:
     size_t check_seq(llama_seq_id seq) const;
+    // Appends one token of one sequence to batch_.
+    void push_token(llama_token token, llama_pos pos, llama_seq_id seq, bool output) {
+        const int32_t j = batch_.n_tokens++;
+        batch_.token[j] = token;
+        batch_.pos[j] = pos;
+        batch_.n_seq_id[j] = 1;
+        batch_.seq_id[j][0] = seq;
+        batch_.logits[j] = output;
+    }
     void decode_batch(const char* what);
 
     std::shared_ptr<Model> model_;

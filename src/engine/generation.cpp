@@ -38,10 +38,16 @@ void Sequence::start(std::string& text_out) {
 }
 
 void Sequence::advance(int32_t output_index, std::string& text_out) {
+    const size_t before = text_out.size();
+    take_output(output_index, text_out);
+    result_.text.append(text_out, before, std::string::npos);
+}
+
+void Sequence::take_output(int32_t output_index, std::string& text_out) {
     if (on_device_) {
-        advance_with(context_.sampled_token(output_index), text_out);
+        take(context_.sampled_token(output_index), text_out);
     } else {
-        advance_from(context_.logits(output_index), text_out);
+        sample_and_take(context_.logits(output_index), text_out);
     }
 }
 
@@ -72,12 +78,9 @@ void Sequence::prepare() {
 
 void Sequence::start_at(int32_t output_index, std::string& text_out) {
     const size_t before = text_out.size();
+    // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
-    if (on_device_) {
-        take(context_.sampled_token(output_index), text_out);
-    } else {
-        sample_and_take(context_.logits(output_index), text_out);
-    }
+    take_output(output_index, text_out);
     result_.text.append(text_out, before, std::string::npos);
 }
 
@@ -86,11 +89,7 @@ void Sequence::start_impl(std::string& text_out) {
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
-    if (on_device_) {
-        take(context_.sampled_token(context_.last_output()), text_out);
-    } else {
-        sample_and_take(context_.logits(context_.last_output()), text_out);
-    }
+    take_output(context_.last_output(), text_out);
 }
 
 void Sequence::sample_and_take(float* logits, std::string& text_out) {

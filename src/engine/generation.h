@@ -74,6 +74,8 @@ public:
 
 private:
     void start_impl(std::string& text_out);
+    // The token of an output of the last decode: sampled on the device, or from its logits.
+    void take_output(int32_t output_index, std::string& text_out);
     void sample_and_take(float* logits, std::string& text_out);
     void take(llama_token token, std::string& text_out);
     void finish(FinishReason reason, std::string& text_out);
