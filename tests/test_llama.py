@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 
 from conftest import real_weights
@@ -86,6 +87,18 @@ def test_config_object_and_keywords(smollm2_path):
         assert b.n_ctx() == 512
     with Llama(config=LlamaConfig(model_path=str(smollm2_path), n_ctx=1024, n_threads=2)) as c:
         assert c.n_ctx() == 1024
+
+
+def test_cpu_threads_default_to_every_core_and_can_be_set(smollm2_path):
+    # On the CPU (n_gpu_layers=0, in any build) every core works on each step by default;
+    # n_threads_batch follows n_threads unless it is set too.
+    with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0) as llm:
+        assert (llm._context.n_threads, llm._context.n_threads_batch) == (os.cpu_count(), os.cpu_count())
+    with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0, n_threads=2) as llm:
+        assert (llm._context.n_threads, llm._context.n_threads_batch) == (2, 2)
+    with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0, n_threads=1, n_threads_batch=2) as llm:
+        assert (llm._context.n_threads, llm._context.n_threads_batch) == (1, 2)
+        assert llm.generate("Hello", max_tokens=4, sampling=SamplingParams.greedy())
 
 
 def test_context_manager_closes(smollm2_path):

@@ -109,6 +109,8 @@ void bind_context(nb::module_& m) {
                      "Whether plain greedy requests are sampled inside the graph on the device.")
         .def_prop_ro("whole_model_on_gpu", &lcn::Context::whole_model_on_gpu,
                      "Every layer, the output included, runs on a GPU.")
+        .def_prop_ro("n_threads", &lcn::Context::n_threads, "CPU threads for one-token graphs.")
+        .def_prop_ro("n_threads_batch", &lcn::Context::n_threads_batch, "CPU threads for batches of tokens.")
         .def_prop_ro("model", &lcn::Context::model_ptr)
         .def(
             "clear",

@@ -57,8 +57,12 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     cp.n_batch = p.n_batch;
     cp.n_ubatch = std::min(p.n_ubatch, p.n_batch);
     cp.n_seq_max = p.n_seq_max;
-    cp.n_threads = p.n_threads > 0 ? p.n_threads : default_threads();
-    cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : cp.n_threads;
+    // With every layer on a GPU, the CPU part of a one-token graph is a single embedding row:
+    // one thread does it, and waking a pool of sleeping threads per token cost 0.5-2% of decode
+    // speed on the H100 (BENCHMARKS.md, run N). Batches keep every core (their embedding rows).
+    const int32_t all_cores = default_threads();
+    cp.n_threads = p.n_threads > 0 ? p.n_threads : whole_model_on_gpu() ? 1 : all_cores;
+    cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : p.n_threads > 0 ? p.n_threads : all_cores;
     cp.offload_kqv = p.offload_kqv;
     cp.embeddings = p.embeddings;
     cp.no_perf = false;

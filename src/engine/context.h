@@ -26,8 +26,8 @@ struct ContextParams {
     uint32_t n_batch = 512;
     uint32_t n_ubatch = 512;
     uint32_t n_seq_max = 1;
-    int32_t n_threads = 0;        // 0: hardware concurrency
-    int32_t n_threads_batch = 0;  // 0: same as n_threads
+    int32_t n_threads = 0;        // 0: 1 when the whole model is on a GPU, else hardware concurrency
+    int32_t n_threads_batch = 0;  // 0: n_threads when that is set, else hardware concurrency
     bool offload_kqv = true;
     bool embeddings = false;
     int32_t flash_attn = -1;    // -1 auto, 0 off, 1 on
@@ -89,6 +89,9 @@ public:
     bool device_sampling() const { return device_sampling_; }
     // Every layer, the output included, runs on a GPU.
     bool whole_model_on_gpu() const;
+    // CPU threads llama.cpp uses for one-token graphs and for batches.
+    int32_t n_threads() const { return llama_n_threads(ctx_); }
+    int32_t n_threads_batch() const { return llama_n_threads_batch(ctx_); }
     // Attaches greedy-with-these-biases to `seq`, keeping the chain it already has when the
     // biases are the same (a change makes llama.cpp re-plan its graphs). Returns false when
     // llama.cpp cannot run it on the device: the sequence then samples on the host.

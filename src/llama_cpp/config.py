@@ -25,8 +25,11 @@ class LlamaConfig:
         n_batch: most tokens submitted to one ``llama_decode`` (prompt chunk size).
         n_ubatch: physical batch size; at most ``n_batch``.
         n_seq_max: sequences the context can hold at once.
-        n_threads: CPU threads for generation; ``None`` uses every available core.
-        n_threads_batch: CPU threads for prompt processing; ``None`` uses ``n_threads``.
+        n_threads: CPU threads for generation (one-token steps); ``None``: 1 when the whole
+            model is on a GPU (the CPU's share of a step is then one embedding row, and waking
+            more threads for it measured slower), else every available core.
+        n_threads_batch: CPU threads for prompt processing and batched steps; ``None`` uses
+            ``n_threads`` when that is set, else every available core.
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
