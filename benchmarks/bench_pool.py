@@ -16,6 +16,7 @@ of each size, each in its own process, after one request, with the same per-requ
 from __future__ import annotations
 
 import argparse
+import ast
 import asyncio
 import json
 import os
@@ -51,16 +52,16 @@ def prompt_tokens(tokenize, npp: int) -> list[int]:
     return (base * (npp // len(base) + 1))[:npp]
 
 
-def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads: int, runs: int,
+def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], runs: int,
          sampling_threads: int | None, device_sampling: bool, cpu_poll: int | None,
-         steps: dict[int, dict[str, float]]) -> dict[int, float]:
+         steps: dict[int, dict[str, float]], overrides: dict) -> dict[int, float]:
     from llama_cpp import LlamaPool, SamplingParams
 
     result = {}
     for p in parallel:
         with LlamaPool(model, pool_size=p, n_ctx=npp + ntg + 16, n_gpu_layers=ngl, flash_attn=True,
-                       n_threads=threads, sampling_threads=sampling_threads, device_sampling=device_sampling,
-                       cpu_poll=cpu_poll) as pool:
+                       sampling_threads=sampling_threads, device_sampling=device_sampling,
+                       cpu_poll=cpu_poll, **overrides) as pool:
             llm = pool.llama
             eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
             greedy = SamplingParams(temperature=0.0, logit_bias=eog)
@@ -166,7 +167,8 @@ def main() -> None:
     parser.add_argument("--npp", type=int, default=128)
     parser.add_argument("--ntg", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="CPU threads of native and llama-cpp-python; the pool keeps its defaults (--set n_threads=N)")
     parser.add_argument("--llama-cpp-python", type=Path, help="serve max(--parallel) requests with it too")
     parser.add_argument("--lcp-requests", type=int, default=16)
     parser.add_argument("--memory", default="", help="pool sizes to measure GPU memory for, e.g. 1,4")
@@ -175,21 +177,24 @@ def main() -> None:
     parser.add_argument("--sampling-threads", type=int, default=None, help="LlamaPool(sampling_threads=...)")
     parser.add_argument("--device-sampling", action="store_true", help="LlamaPool(device_sampling=True)")
     parser.add_argument("--cpu-poll", type=int, help="LlamaConfig.cpu_poll for the pool")
+    parser.add_argument("--set", action="append", default=[], help="key=value: one more LlamaConfig setting for "
+                        "the pool (a Python literal), e.g. --set n_threads_batch=1; repeatable")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
+    overrides = {k: ast.literal_eval(v) for k, _, v in (item.partition("=") for item in args.set)}
     parallel = [int(p) for p in args.parallel.split(",")]
     args.model = args.model.resolve()  # the other processes run elsewhere
 
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "model": args.model.name,
                     "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads,
                     "device_sampling": args.device_sampling, "sampling_threads": args.sampling_threads,
-                    "cpu_poll": args.cpu_poll}
+                    "cpu_poll": args.cpu_poll, "settings": overrides}
     report["native_s_tg"] = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)
     print(f"native S_TG: {report['native_s_tg']}", flush=True)
     report["pool_steps"] = {}
-    report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.threads, args.runs,
+    report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.runs,
                              args.sampling_threads, args.device_sampling, args.cpu_poll,
-                             report["pool_steps"])
+                             report["pool_steps"], overrides)
     if args.llama_cpp_python:
         report["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, args.model, args.ngl,
                                                       args.npp, args.ntg, args.lcp_requests, args.threads,

@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [poolbench_exp] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -74,9 +74,13 @@ pack_prefix() {
 
 # The device tool brings back at most 8 files: the logs and JSON of this run go into one archive
 # (the prefix pieces stay separate).
+# Each collect makes a new archive (results.tgz, results-2.tgz, ...), so a call can collect
+# early and again later.
 collect() {
-  (cd "$out" && find . -maxdepth 1 -type f ! -name 'prefix.tar.xz.*' ! -name results.tgz -printf '%P\n' \
-    | tar -czf results.tgz -T - --remove-files)
+  local name=results.tgz n=1
+  while [ -e "$out/$name" ]; do n=$((n + 1)); name=results-$n.tgz; done
+  (cd "$out" && find . -maxdepth 1 -type f ! -name 'prefix.tar.xz.*' ! -name 'results*.tgz' -printf '%P\n' \
+    | tar -czf "$name" -T - --remove-files)
   ls -la "$out"
 }
 
@@ -135,6 +139,20 @@ poolbench() {
 bench_poll0() {
   stamp "benchmark with cpu_poll=0"
   BENCH_JSON=bench_poll0 BENCH_ARGS="--cpu-poll 0" bench
+}
+
+# `generate` alone under other LlamaConfig settings, each variant timed in the same rounds as
+# native and the defaults: BENCH_EXPERIMENTS="name:key=value,key=value ...".
+bench_exp() {
+  local v args=()
+  for v in ${BENCH_EXPERIMENTS:-t1:n_threads=1,n_threads_batch=16 poll50:cpu_poll=50}; do args+=(--variant "$v"); done
+  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
+    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
+  done
+  stamp "benchmark of variants: ${BENCH_EXPERIMENTS:-defaults}"
+  "$py" benchmarks/bench.py --prefix "$prefix" --ngl 99 --runs 5 --rounds "${BENCH_EXP_ROUNDS:-5}" --decode-only \
+    "${args[@]}" --json "$out/bench_exp.json" > "$out/bench_exp.log" 2>&1
+  tail -12 "$out/bench_exp.log"
 }
 
 poolbench_exp() {
