@@ -16,7 +16,9 @@ logit bias so every run makes exactly 128 tokens, one warm-up, median of --runs.
 Decode tok/s = 127 / (wall time of the call - wall time of the same call with max_tokens=1),
 so prompt processing is excluded and all per-token host work is included.
 Native and ours alternate for --rounds rounds (the GPU's clocks drift over a minute; a ratio
-is taken within a round), and the table shows the median of each number over the rounds.
+is taken within a round): each round times native, then ours, then native again, and compares
+ours with the mean of the two natives. The table shows the median of each number over the
+rounds, and the ratio of the two natives of each round (how far native drifts by itself).
 A --variant is our binding again with other LlamaConfig settings (n_threads=1,cpu_poll=50, ...),
 timed in the same rounds; --decode-only times `generate` alone (and native tg128), for quick
 comparisons of variants.
@@ -220,11 +222,20 @@ def main() -> None:
     for model in (m.resolve() for m in args.model):  # llama-cpp-python runs from /
         rounds = []
         for r in range(args.rounds):
-            one = {"native": native(args.prefix, model, args.ngl, args.runs, args.native_threads or str(args.threads),
-                                    args.decode_only)}
+            def run_native() -> dict[str, float]:
+                return native(args.prefix, model, args.ngl, args.runs, args.native_threads or str(args.threads),
+                              args.decode_only)
+
+            # Native before and after ours: a round's native is the mean of the two (a drift
+            # of the GPU's speed during the round cancels to first order), and the ratio of
+            # the two (native_after/native_before) shows how far native moves by itself.
+            one = {"native_before": run_native()}
             for side in sides:
                 one[side] = ours(model, args.ngl, args.runs, args.ours_threads, args.cpu_poll,
                                  args.device_sampling and side == "ours", overrides[side], args.decode_only)
+            one["native_after"] = run_native()
+            one["native"] = {key: (one["native_before"][key] + one["native_after"][key]) / 2
+                             for key in one["native_before"]}
             rounds.append(one)
             print(f"{model.name} round {r + 1}: {json.dumps(one)}", flush=True)
         row = {side: {key: statistics.median(r[side][key] for r in rounds) for key in rounds[0][side]}
@@ -238,6 +249,7 @@ def main() -> None:
              for side in sides for key in DECODE_KEYS if key in r[side]
              for suffix, native_key in (("", "tg128"), (f"@d{N_DEPTH}", depth_key))}
             for r in rounds]
+        row["native_after_over_before"] = [r["native_after"]["tg128"] / r["native_before"]["tg128"] for r in rounds]
         row["rounds"] = rounds
         if args.llama_cpp_python:
             row["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, model, args.ngl,
@@ -273,6 +285,10 @@ def main() -> None:
                 k = "generate_device_sampling_tg"
                 print(f"|   {name}, `generate` with device_sampling=True | | | | "
                       f"{o[k]:,.1f} ({ratio[k]:.3f} \\| {ratio[k + d]:.3f}) | | | | |")
+    print()
+    for name, row in report["models"].items():
+        aa = row["native_after_over_before"]
+        print(f"{name}: native tg128 after ours / before ours, by round: " + ", ".join(f"{x:.3f}" for x in aa))
     print()
     print(f"| model | variant | settings | native tg128 (empty, d{N_DEPTH}) | generate tg | ratio to empty "
           f"(min-max over rounds) | ratio to d{N_DEPTH} (min-max) |")

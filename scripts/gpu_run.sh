@@ -150,8 +150,9 @@ bench_exp() {
     [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
   done
   stamp "benchmark of variants: ${BENCH_EXPERIMENTS:-defaults}"
+  # shellcheck disable=SC2086
   "$py" benchmarks/bench.py --prefix "$prefix" --ngl 99 --runs 5 --rounds "${BENCH_EXP_ROUNDS:-5}" --decode-only \
-    "${args[@]}" --json "$out/bench_exp.json" > "$out/bench_exp.log" 2>&1
+    ${BENCH_EXP_ARGS:---native-threads 16,1} "${args[@]}" --json "$out/bench_exp.json" > "$out/bench_exp.log" 2>&1
   tail -12 "$out/bench_exp.log"
 }
 
@@ -168,12 +169,14 @@ poolbench_exp() {
 }
 
 profile() {
-  stamp "where the host time of a 128-token generate goes (py-spy, native frames)"
-  "$py" benchmarks/profile_decode.py --model "$models/m135-q8_0.gguf" --seconds 8 &
+  stamp "where the time of a 128-token generate goes (llama.cpp's decode time vs ours; py-spy, native frames)"
+  "$py" benchmarks/profile_decode.py --model "$models/m135-q8_0.gguf" --seconds 8 > "$out/profile-m135.json" 2>&1 &
   local pid=$!
   sleep 4
   py-spy record --native --nonblocking -r 2000 -d 3 -f raw -o "$out/profile-m135.txt" -p "$pid" > /dev/null 2>&1 || true
   wait "$pid" || true
+  "$py" benchmarks/profile_decode.py --model "$models/m1b-q4_k_m.gguf" --seconds 6 > "$out/profile-m1b.json" 2>&1 || true
+  cat "$out"/profile-m*.json
 }
 
 diag() {
