@@ -45,6 +45,23 @@ def test_early_break_stops_decoding(smollm2):
     assert smollm2.generate("The capital of France is", max_tokens=8, sampling=GREEDY)
 
 
+def test_a_cancelled_stream_leaves_a_consistent_cache(smollm2):
+    # The decode loop queues the next token's decode before it hands a piece over, so a
+    # consumer that leaves may leave one more decoded token in the cache: it must be the
+    # right one, and the next call must see exactly what a fresh instance would.
+    prompt = smollm2.tokenize("Tell me a long story")
+    full = smollm2.generate(prompt, max_tokens=24, sampling=GREEDY)
+    for i, _ in enumerate(smollm2.generate_stream(prompt, max_tokens=400, sampling=GREEDY)):
+        if i == 3:
+            break
+    cached = smollm2.cached_tokens()
+    assert cached[: len(prompt)] == prompt and len(cached) > len(prompt) + 3
+    continuation = smollm2.detokenize(cached[len(prompt):]).decode("utf-8", errors="ignore")
+    assert full.startswith(continuation)
+    assert smollm2.generate(prompt, max_tokens=24, sampling=GREEDY, reset_kv_cache=False) == full
+    assert smollm2.generate(prompt, max_tokens=24, sampling=GREEDY) == full
+
+
 def test_stop_strings_never_leak(smollm2):
     prompt = "The capital of France is"
     full = smollm2.generate(prompt, max_tokens=32, sampling=GREEDY)

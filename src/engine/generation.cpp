@@ -158,13 +158,29 @@ GenerationResult generate(Context& context, GenerationRequest request, const Tex
         if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) keep_going = false;
         if (!keep_going) seq.cancel(piece);
     };
-    seq.start(piece);
-    emit();
     std::vector<std::pair<llama_seq_id, llama_token>> step(1);
-    while (!seq.finished()) {
+    // Queues the decode of the sampled token (llama_decode returns while the GPU works).
+    // If that fails, the piece in hand still reaches the consumer first.
+    auto launch_next = [&]() {
         step[0] = {seq.id(), seq.next_input()};
-        context.decode_step(step);
-        seq.advance(0, piece);
+        try {
+            context.decode_step(step);
+        } catch (...) {
+            emit();
+            throw;
+        }
+    };
+    seq.start(piece);
+    emit();  // the first piece at once: time to first piece is what a consumer waits on
+    bool launched = false;
+    while (!seq.finished()) {
+        if (!launched) launch_next();
+        seq.advance(0, piece);  // waits for the logits, samples the next token
+        launched = !seq.finished();
+        // The next token is decoding before its predecessor's piece is handed over, so waking
+        // a streaming consumer (and whatever it does then) overlaps the device's work. A
+        // cancel seen here leaves that one decode unused (its token is in the cache).
+        if (launched) launch_next();
         emit();
     }
     if (!piece.empty() && on_text) on_text(piece);

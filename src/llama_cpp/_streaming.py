@@ -16,6 +16,26 @@ from typing import Any
 from . import _core
 
 
+class _Outcome:
+    """What the worker leaves behind. The worker holds this, the queue and the run function,
+    never the stream itself, so dropping the stream (``break``) really closes it."""
+
+    __slots__ = ("result", "error")
+
+    def __init__(self) -> None:
+        self.result: Any = None
+        self.error: BaseException | None = None
+
+
+def _work(run: Callable[[Any], Any], pieces: Any, outcome: _Outcome) -> None:
+    try:
+        outcome.result = run(pieces)
+    except BaseException as exc:  # handed to the consumer thread
+        outcome.error = exc
+    finally:
+        pieces.close()
+
+
 class GenerationStream:
     """Iterator of text pieces from a generation running on a background thread.
     ``result`` holds the final GenerationResult once the iterator is exhausted."""
@@ -23,23 +43,19 @@ class GenerationStream:
     def __init__(self, run: Callable[[Any], Any]) -> None:
         self._run = run
         self._pieces = _core.PieceQueue()
+        self._outcome = _Outcome()
         self._thread: threading.Thread | None = None
         self._finished = False
-        self._error: BaseException | None = None
-        self.result: Any = None
+
+    @property
+    def result(self) -> Any:
+        """The GenerationResult, once the generation has ended (else None)."""
+        return self._outcome.result
 
     @property
     def running(self) -> bool:
         """True while the background thread is still generating."""
         return self._thread is not None and self._thread.is_alive()
-
-    def _work(self) -> None:
-        try:
-            self.result = self._run(self._pieces)
-        except BaseException as exc:  # handed to the consumer thread
-            self._error = exc
-        finally:
-            self._pieces.close()
 
     def __iter__(self) -> Iterator[str]:
         return self
@@ -48,15 +64,16 @@ class GenerationStream:
         if self._finished:
             raise StopIteration
         if self._thread is None:
-            self._thread = threading.Thread(target=self._work, name="llama-cpp-stream", daemon=True)
+            self._thread = threading.Thread(target=_work, args=(self._run, self._pieces, self._outcome),
+                                            name="llama-cpp-stream", daemon=True)
             self._thread.start()
         piece = self._pieces.get()
         if piece is not None:
             return piece
         self._finished = True
         self._thread.join()
-        if self._error is not None:
-            raise self._error
+        if self._outcome.error is not None:
+            raise self._outcome.error
         raise StopIteration
 
     def close(self) -> None:
@@ -65,9 +82,7 @@ class GenerationStream:
             return
         self._pieces.cancel()
         self._finished = True
-        # The worker itself can drop the last reference (its target is a bound method):
-        # then there is nothing to wait for.
-        if self._thread is not None and self._thread is not threading.current_thread():
+        if self._thread is not None:
             self._thread.join()
 
     def __enter__(self) -> GenerationStream:
