@@ -58,7 +58,8 @@ def test_a_cancelled_stream_leaves_a_consistent_cache(smollm2):
     assert cached[: len(prompt)] == prompt and len(cached) > len(prompt) + 3
     continuation = smollm2.detokenize(cached[len(prompt):]).decode("utf-8", errors="ignore")
     assert full.startswith(continuation)
-    assert smollm2.generate(prompt, max_tokens=24, sampling=GREEDY, reset_kv_cache=False) == full
+    if not GPU_RUN:  # bit-exact across prompt chunkings only on the CPU backend (conftest.cpu_numerics)
+        assert smollm2.generate(prompt, max_tokens=24, sampling=GREEDY, reset_kv_cache=False) == full
     assert smollm2.generate(prompt, max_tokens=24, sampling=GREEDY) == full
 
 

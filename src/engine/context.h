@@ -83,6 +83,8 @@ public:
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
 
     int32_t last_output() const { return last_output_; }
+    // Waits until the device has finished every queued decode.
+    void synchronize() { llama_synchronize(ctx_); }
 
     // On-device greedy sampling: a sequence with a greedy chain attached gets its next
     // token computed inside the graph, and only that token comes back (no row of logits).

@@ -183,6 +183,8 @@ GenerationResult generate(Context& context, GenerationRequest request, const Tex
         if (launched) launch_next();
         emit();
     }
+    // A consumer that cancelled may leave one decode queued: the call ends with the context idle.
+    if (launched) context.synchronize();
     if (!piece.empty() && on_text) on_text(piece);
     return std::move(seq.result());
 }
