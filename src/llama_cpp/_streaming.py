@@ -82,7 +82,9 @@ class GenerationStream:
             return
         self._pieces.cancel()
         self._finished = True
-        if self._thread is not None:
+        # The cyclic garbage collector may run __del__ on any thread, the worker's included:
+        # a thread cannot wait for itself (it sees the cancel flag at its next token).
+        if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join()
 
     def __enter__(self) -> GenerationStream:
