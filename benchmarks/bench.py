@@ -21,7 +21,9 @@ ours with the mean of the two natives. The table shows the median of each number
 rounds, and the ratio of the two natives of each round (how far native drifts by itself).
 A --variant is our binding again with other LlamaConfig settings (n_threads=1,cpu_poll=50, ...),
 timed in the same rounds; --decode-only times `generate` alone (and native tg128), for quick
-comparisons of variants.
+comparisons of variants. Ours also times llama-bench's tg loop inside our process
+(`Context.time_bare_decode`: one fixed token, no sampling, no text; with our batch and with
+llama_batch_get_one), to tell what our loop costs from what our process costs.
 CPU threads: each side runs with its own defaults unless told. Native gets `-t --threads`, or
 each count of --native-threads (16,1) in the same llama-bench call, and the fastest counts as
 native; ours leaves LlamaConfig.n_threads at its default (one thread for one-token steps when
@@ -46,7 +48,8 @@ N_GEN = 128
 N_DEPTH = 32  # tokens of the prompt `generate` continues from; native is also timed at this depth
 N_PROMPT = 512
 N_CTX = 2048  # --n-ctx
-DECODE_KEYS = ("generate_tg", "generate_stream_tg", "chat_tg", "generate_device_sampling_tg")
+DECODE_KEYS = ("generate_tg", "generate_stream_tg", "chat_tg", "generate_device_sampling_tg", "bare_decode_tg",
+               "bare_get_one_tg")
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
 
@@ -111,6 +114,11 @@ def ours(model: Path, ngl: int, runs: int, threads: int | None, cpu_poll: int | 
     for name, make in apis:
         t_full, t_one = median_time(make(N_GEN), runs), median_time(make(1), runs)
         result[f"{name}_tg"] = (N_GEN - 1) / (t_full - t_one)
+    # llama-bench's tg loop inside our process (one fixed token, no sampling, no text), with our
+    # batch and with llama_batch_get_one: tells our loop's cost from our process's.
+    for key, get_one in (("bare_decode_tg", False), ("bare_get_one_tg", True)):
+        llm._context.time_bare_decode(N_GEN, get_one)  # warm-up
+        result[key] = 1000 / statistics.median(llm._context.time_bare_decode(N_GEN, get_one) for _ in range(runs))
     if decode_only:
         llm.close()
         return result
@@ -289,6 +297,11 @@ def main() -> None:
     for name, row in report["models"].items():
         aa = row["native_after_over_before"]
         print(f"{name}: native tg128 after ours / before ours, by round: " + ", ".join(f"{x:.3f}" for x in aa))
+    for name, row in report["models"].items():
+        ratio = row["median_ratios"]
+        print(f"{name}: bare llama_decode loop in our process (no sampling, no text): "
+              f"{row['ours']['bare_decode_tg']:,.1f} tok/s ({ratio['bare_decode_tg']:.3f} of native empty); "
+              f"with llama_batch_get_one: {row['ours']['bare_get_one_tg']:,.1f} ({ratio['bare_get_one_tg']:.3f})")
     print()
     print(f"| model | variant | settings | native tg128 (empty, d{N_DEPTH}) | generate tg | ratio to empty "
           f"(min-max over rounds) | ratio to d{N_DEPTH} (min-max) |")

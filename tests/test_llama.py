@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import threading
 
-from conftest import real_weights
+import pytest
 
-from llama_cpp import Llama, LlamaConfig, SamplingParams
+from conftest import real_weights
+from llama_cpp import Llama, LlamaConfig, SamplingParams, ValidationError
 
 
 @real_weights
@@ -99,6 +100,18 @@ def test_cpu_threads_default_to_every_core_and_can_be_set(smollm2_path):
     with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0, n_threads=1, n_threads_batch=2) as llm:
         assert (llm._context.n_threads, llm._context.n_threads_batch) == (1, 2)
         assert llm.generate("Hello", max_tokens=4, sampling=SamplingParams.greedy())
+
+
+def test_bare_decode_timing_leaves_the_instance_as_new(smollm2):
+    # The benchmarks' diagnostic: llama-bench's tg loop inside our process.
+    expected = smollm2.generate("Once upon a time", max_tokens=8, sampling=SamplingParams.greedy())
+    for batch_get_one in (False, True):
+        ms = smollm2._context.time_bare_decode(8, batch_get_one)
+        assert 0 < ms < 10_000
+        assert smollm2.cached_tokens() == []
+    with pytest.raises(ValidationError, match="time_bare_decode"):
+        smollm2._context.time_bare_decode(0)
+    assert smollm2.generate("Once upon a time", max_tokens=8, sampling=SamplingParams.greedy()) == expected
 
 
 def test_context_manager_closes(smollm2_path):

@@ -127,6 +127,15 @@ void bind_context(nb::module_& m) {
             },
             nb::arg("seq") = 0, nb::call_guard<nb::gil_scoped_release>(),
             "Token ids the KV cache holds for a sequence.")
+        .def(
+            "time_bare_decode",
+            [](lcn::Context& self, int32_t n_tokens, bool batch_get_one) {
+                std::lock_guard<std::mutex> lock(self.mutex());
+                return self.time_bare_decode(n_tokens, batch_get_one);
+            },
+            nb::arg("n_tokens"), nb::arg("batch_get_one") = false, nb::call_guard<nb::gil_scoped_release>(),
+            "Diagnostics: ms per token of bare single-token decodes as llama-bench's tg test runs them (no "
+            "sampling); empties the cache before and after.")
         .def("request_abort", &lcn::Context::request_abort, nb::arg("abort"),
              "Makes the running and later decodes fail as cancelled until cleared (any thread).")
         .def(

@@ -1,6 +1,7 @@
 #include "context.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -221,6 +222,32 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
     decode_batch("Llama.generate");
     for (const auto& [seq, token] : step) cached_[static_cast<size_t>(seq)].push_back(token);
     last_output_ = batch_.n_tokens - 1;
+}
+
+double Context::time_bare_decode(int32_t n_tokens, bool batch_get_one) {
+    if (n_tokens < 1 || static_cast<uint32_t>(n_tokens) >= n_ctx_seq()) {
+        throw ValidationError("[Context.time_bare_decode] n_tokens must be between 1 and n_ctx - 1");
+    }
+    clear();
+    llama_token token = 0;
+    const auto start = std::chrono::steady_clock::now();
+    for (int32_t i = 0; i < n_tokens; ++i) {
+        if (batch_get_one) {
+            const int32_t rc = llama_decode(ctx_, llama_batch_get_one(&token, 1));
+            if (rc != 0) {
+                clear();
+                throw GenerationError("[Context.time_bare_decode] llama_decode failed with code " + std::to_string(rc));
+            }
+        } else {
+            batch_.n_tokens = 0;
+            push_token(token, static_cast<llama_pos>(i), 0, true);
+            decode_batch("Context.time_bare_decode");
+        }
+        llama_synchronize(ctx_);
+    }
+    const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
+    clear();
+    return elapsed.count() / n_tokens;
 }
 
 bool Context::whole_model_on_gpu() const {

@@ -85,6 +85,11 @@ public:
     int32_t last_output() const { return last_output_; }
     // Waits until the device has finished every queued decode.
     void synchronize() { llama_synchronize(ctx_); }
+    // Diagnostics (benchmarks): empties the cache, then decodes `n_tokens` single tokens of
+    // sequence 0 the way llama-bench's tg test does (one fixed token, no sampling, synchronize
+    // after each) and returns the mean milliseconds per token; the cache is emptied again.
+    // `batch_get_one` builds each batch with llama_batch_get_one instead of our own batch.
+    double time_bare_decode(int32_t n_tokens, bool batch_get_one);
 
     // On-device greedy sampling: a sequence with a greedy chain attached gets its next
     // token computed inside the graph, and only that token comes back (no row of logits).
