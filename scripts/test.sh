@@ -31,7 +31,7 @@ export LLAMA_NB_REFERENCE_PREFIX=$prefix
 py311=$(find_python 3.11)
 step "Python 3.11: install in prebuilt mode and test"
 make_venv .venv-test "$py311"
-.venv-test/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema
+.venv-test/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy
 LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
   .venv-test/bin/python -m pip install -q --force-reinstall --no-deps .
 (cd "$root/tests" && "$root/.venv-test/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
@@ -41,7 +41,7 @@ step "Python 3.12: wheel from source (default mode), installed in a fresh venv, 
 rm -rf dist .venv-wheel
 CMAKE_ARGS="$cuda_args" "$py312" -m pip wheel -q --no-deps . -w dist
 "$py312" -m venv .venv-wheel
-.venv-wheel/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema dist/*.whl
+.venv-wheel/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy dist/*.whl
 (cd "$root/tests" && "$root/.venv-wheel/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
 
 echo "tests finished in $(( $(date +%s) - start )) s"

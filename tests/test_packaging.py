@@ -3,7 +3,11 @@ from the package's own lib/ folder, and it ships type information."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import llama_cpp
 from llama_cpp import _core
@@ -73,3 +77,13 @@ def test_every_public_name_has_a_docstring():
             if callable(target) and not inspect.getdoc(target):
                 missing.append(f"{name}.{attr}")
     assert not missing, f"public names without a docstring: {missing}"
+
+
+def test_the_installed_package_type_checks(tmp_path):
+    # mypy --strict (pyproject.toml's [tool.mypy]) over the installed package, stubs included,
+    # as a user's type checker sees it. CI installs mypy; the GPU machine has none.
+    pytest.importorskip("mypy")
+    config = Path(__file__).resolve().parents[1] / "pyproject.toml"
+    run = subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(config), "--cache-dir", str(tmp_path),
+                          "-p", "llama_cpp"], capture_output=True, text=True, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout + run.stderr

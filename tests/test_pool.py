@@ -195,6 +195,19 @@ def test_streaming_and_early_exit(pool):
     wait_until_idle(pool)
 
 
+def test_a_stream_is_an_async_iterator(pool):
+    # anext() works on it directly, and aclose() cancels the request.
+    async def main():
+        stream = pool.generate_stream(PROMPTS[0], max_tokens=200, sampling=GREEDY)
+        assert stream.__aiter__() is stream
+        first = await stream.__anext__()
+        await stream.aclose()
+        return first
+
+    assert run(main())
+    wait_until_idle(pool)
+
+
 def wait_until_idle(pool, seconds=30.0):
     import time
 

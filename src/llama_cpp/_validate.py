@@ -24,14 +24,14 @@ def require_float(
 ) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ValidationError(f"[{api}] {name} must be a number, got {value!r}")
-    value = float(value)
-    if math.isnan(value):
+    number = float(value)
+    if math.isnan(number):
         raise ValidationError(f"[{api}] {name} must not be NaN")
-    if minimum is not None and value < minimum:
-        raise ValidationError(f"[{api}] {name}={value} is below the minimum {minimum}")
-    if maximum is not None and value > maximum:
-        raise ValidationError(f"[{api}] {name}={value} is above the maximum {maximum}")
-    return value
+    if minimum is not None and number < minimum:
+        raise ValidationError(f"[{api}] {name}={number} is below the minimum {minimum}")
+    if maximum is not None and number > maximum:
+        raise ValidationError(f"[{api}] {name}={number} is above the maximum {maximum}")
+    return number
 
 
 def require_bool(api: str, name: str, value: Any) -> bool:

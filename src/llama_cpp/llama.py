@@ -516,7 +516,7 @@ class Llama:
     # ---- embeddings ----------------------------------------------------------------------------
 
     @overload
-    def embed(self, input: str, normalize: bool = ...) -> list[float]: ...
+    def embed(self, input: str, normalize: bool = ...) -> list[float]: ...  # type: ignore[overload-overlap]
 
     @overload
     def embed(self, input: Sequence[str], normalize: bool = ...) -> list[list[float]]: ...

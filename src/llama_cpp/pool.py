@@ -8,9 +8,9 @@ import concurrent.futures
 import itertools
 import os
 import threading
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, cast
 
 from . import _core, _openai
 from ._validate import require_int
@@ -190,7 +190,7 @@ class LlamaPool:
                     self._cond.wait()
                 if self._closed:
                     break
-                admitted = []
+                admitted: list[_Job] = []
                 while self._pending and len(active) + len(admitted) < self.pool_size:
                     admitted.append(self._pending.popleft())
             starting = []
@@ -276,8 +276,9 @@ class LlamaPool:
         text: concurrent.futures.Future[str] = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future[Any]) -> None:
-            if f.exception() is not None:
-                text.set_exception(f.exception())  # type: ignore[arg-type]
+            error = f.exception()
+            if error is not None:
+                text.set_exception(error)
             else:
                 text.set_result(str(f.result().text))
 
@@ -395,19 +396,34 @@ class LlamaPool:
         if kwargs.get("stream"):
             raise ValidationError("[LlamaPool.create_chat_completion_batch] stream=True is not supported; "
                                   "use create_chat_completion(stream=True) per conversation")
-        return list(await asyncio.gather(*(self.create_chat_completion(c, **kwargs) for c in conversations)))
+        replies = await asyncio.gather(*(self.create_chat_completion(c, **kwargs) for c in conversations))
+        return [cast("dict[str, Any]", reply) for reply in replies]  # never streams: checked above
 
 
 class _Stream:
     """The pieces of one pool request as an async iterator. The request is queued on the
-    first iteration; leaving early (break, an exception, or the iterator's ``aclose``)
-    cancels it, which frees its sequence at the scheduler's next step."""
+    first iteration; leaving early (break, an exception, or ``aclose()``) cancels it, which
+    frees its sequence at the scheduler's next step."""
 
     def __init__(self, pool: LlamaPool, request: _Request) -> None:
         self._pool, self._request = pool, request
+        self._pieces: AsyncGenerator[str, None] | None = None
         self.result: Any = None
 
-    async def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> _Stream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._pieces is None:
+            self._pieces = self._run()
+        return await self._pieces.__anext__()
+
+    async def aclose(self) -> None:
+        """Cancels the request if it is still running."""
+        if self._pieces is not None:
+            await self._pieces.aclose()
+
+    async def _run(self) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         job = self._pool._enqueue(_Job(self._request, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
