@@ -135,8 +135,10 @@ void Context::clear_sequence(llama_seq_id seq) {
     cached_[check_seq(seq)].clear();
 }
 
-void Context::decode_batch(const char* what) {
-    const int32_t rc = llama_decode(ctx_, batch_);
+void Context::decode_batch(const char* what) { decode_batch(batch_, what); }
+
+void Context::decode_batch(const llama_batch& batch, const char* what) {
+    const int32_t rc = llama_decode(ctx_, batch);
     if (rc == 0) return;
     if (rc == 2 || abort_requested()) throw GenerationError(std::string("[") + what + "] decoding was cancelled");
     if (rc == 1) {
@@ -231,19 +233,18 @@ double Context::time_bare_decode(int32_t n_tokens, bool batch_get_one) {
     clear();
     llama_token token = 0;
     const auto start = std::chrono::steady_clock::now();
-    for (int32_t i = 0; i < n_tokens; ++i) {
-        if (batch_get_one) {
-            const int32_t rc = llama_decode(ctx_, llama_batch_get_one(&token, 1));
-            if (rc != 0) {
-                clear();
-                throw GenerationError("[Context.time_bare_decode] llama_decode failed with code " + std::to_string(rc));
+    try {
+        for (int32_t i = 0; i < n_tokens; ++i) {
+            if (!batch_get_one) {
+                batch_.n_tokens = 0;
+                push_token(token, static_cast<llama_pos>(i), 0, true);
             }
-        } else {
-            batch_.n_tokens = 0;
-            push_token(token, static_cast<llama_pos>(i), 0, true);
-            decode_batch("Context.time_bare_decode");
+            decode_batch(batch_get_one ? llama_batch_get_one(&token, 1) : batch_, "Context.time_bare_decode");
+            llama_synchronize(ctx_);
         }
-        llama_synchronize(ctx_);
+    } catch (...) {
+        clear();
+        throw;
     }
     const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
     clear();

@@ -144,7 +144,8 @@ private:
         batch_.seq_id[j][0] = seq;
         batch_.logits[j] = output;
     }
-    void decode_batch(const char* what);
+    void decode_batch(const char* what);  // batch_
+    void decode_batch(const llama_batch& batch, const char* what);
 
     std::shared_ptr<Model> model_;
     llama_context* ctx_ = nullptr;

@@ -172,19 +172,19 @@ GenerationResult generate(Context& context, GenerationRequest request, const Tex
     };
     seq.start(piece);
     emit();  // the first piece at once: time to first piece is what a consumer waits on
-    bool launched = false;
+    bool in_flight = !seq.finished();
+    if (in_flight) launch_next();
     while (!seq.finished()) {
-        if (!launched) launch_next();
         seq.advance(0, piece);  // waits for the logits, samples the next token
-        launched = !seq.finished();
         // The next token is decoding before its predecessor's piece is handed over, so waking
         // a streaming consumer (and whatever it does then) overlaps the device's work. A
         // cancel seen here leaves that one decode unused (its token is in the cache).
-        if (launched) launch_next();
+        in_flight = !seq.finished();
+        if (in_flight) launch_next();
         emit();
     }
     // A consumer that cancelled may leave one decode queued: the call ends with the context idle.
-    if (launched) context.synchronize();
+    if (in_flight) context.synchronize();
     if (!piece.empty() && on_text) on_text(piece);
     return std::move(seq.result());
 }
