@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -166,6 +166,18 @@ poolbench_exp() {
       --ngl 99 --runs 3 ${args//,/ } --json "$out/pool_$name.json" > "$out/pool_$name.log" 2>&1
     tail -6 "$out/pool_$name.log"
   done
+}
+
+# Where streaming's extra time goes (first piece, per token), one way against another.
+stream_diag() {
+  local args=()
+  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
+    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
+  done
+  stamp "stream overhead: ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}"
+  "$py" benchmarks/stream_overhead.py "${args[@]}" --ngl 99 --runs 7 --rounds "${BENCH_EXP_ROUNDS:-3}" \
+    > "$out/stream_overhead.json" 2> "$out/stream_overhead.log" || tail -20 "$out/stream_overhead.log"
+  grep '^/' "$out/stream_overhead.json" || true
 }
 
 profile() {

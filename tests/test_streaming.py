@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import gc
+import os
+
 import pytest
 
 from conftest import GPU_RUN
@@ -123,3 +126,73 @@ def test_kv_cache_reuse_decodes_only_new_tokens(smollm2):
     assert smollm2.perf()["n_prompt_eval"] >= len(follow_up) - 1
     if not GPU_RUN:  # bit-exact across prompt chunkings only on the CPU backend (conftest.cpu_numerics)
         assert continued == fresh
+
+
+
+def test_a_stream_starts_when_iterated_and_reports_a_cancel(smollm2):
+    stream = smollm2.generate_stream("Tell me a long story", max_tokens=64, sampling=GREEDY)
+    assert stream.result is None and not stream.running  # nothing runs before iteration
+    first = next(stream)
+    assert first and stream.running
+    assert smollm2.perf()["n_prompt_eval"] > 0
+    stream.close()
+    assert not stream.running and stream.result.finish_reason == "cancelled"
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads through /proc")
+def test_streams_of_one_instance_share_one_thread_that_ends_with_it(smollm2_path):
+    from llama_cpp import Llama
+
+    gc.collect()
+    at_start = _os_threads()
+    llm = Llama(smollm2_path, n_ctx=512, n_threads=2)
+    before = _os_threads()
+    texts = []
+    for _ in range(4):
+        stream = llm.generate_stream("Once upon a time", max_tokens=8, sampling=GREEDY)
+        texts.append("".join(stream))
+        # The context's stream thread, made by the first stream and kept for the next ones.
+        assert _os_threads() == before + 1
+    assert len(set(texts)) == 1 and texts[0] == llm.generate("Once upon a time", max_tokens=8, sampling=GREEDY)
+    llm.close()
+    del stream
+    gc.collect()
+    assert _os_threads() == at_start  # freeing the context ended it (and llama.cpp's threads)
+
+
+def test_closing_the_instance_stops_its_stream(smollm2_path):
+    from llama_cpp import Llama
+
+    llm = Llama(smollm2_path, n_ctx=512, n_threads=2)
+    stream = llm.generate_stream("Tell me a long story", max_tokens=400, sampling=GREEDY)
+    next(stream)
+    llm.close()  # cancels the stream and waits for it
+    assert not stream.running
+    assert stream.result.finish_reason == "cancelled" and len(stream.result.tokens) < 20
+    list(stream)  # what was decoded before the cancel, then the end
+
+
+def test_streams_of_one_instance_run_in_the_order_they_start(smollm2):
+    first_prompt, second_prompt = "Tell me a long story", "The capital of France is"
+    first_text = smollm2.generate(first_prompt, max_tokens=24, sampling=GREEDY)
+    second_text = smollm2.generate(second_prompt, max_tokens=12, sampling=GREEDY)
+    first = smollm2.generate_stream(first_prompt, max_tokens=24, sampling=GREEDY)
+    head = next(first)
+    second = smollm2.generate_stream(second_prompt, max_tokens=12, sampling=GREEDY)
+    # The second waits for the first to finish decoding, even when it is read first.
+    assert "".join(second) == second_text
+    assert head + "".join(first) == first_text
+
+
+def test_a_stream_started_after_close_raises(smollm2_path):
+    from llama_cpp import Llama, LlamaError
+
+    llm = Llama(smollm2_path, n_ctx=512, n_threads=2)
+    stream = llm.generate_stream("Hello", max_tokens=4, sampling=GREEDY)
+    llm.close()
+    with pytest.raises(LlamaError, match="closed"):
+        next(stream)

@@ -63,11 +63,21 @@ PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prom
     lcn::GenerationResult result;
     {
         nb::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lock(ctx.mutex());
+        std::lock_guard<lcn::Baton> lock(ctx.mutex());
         result = lcn::generate(ctx, std::move(request), callback);
     }
     if (callback_failed) throw nb::python_error();
     return to_python(std::move(result));
+}
+
+StreamHandle start_stream(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
+                          const lcn::SamplingConfig& sampling, std::vector<std::string> stop, bool reuse_prefix,
+                          bool ignore_eos, int32_t logprobs) {
+    lcn::GenerationRequest request =
+        make_request(std::move(prompt), max_tokens, sampling, std::move(stop), ignore_eos, logprobs);
+    request.reuse_prefix = reuse_prefix;
+    nb::gil_scoped_release nogil;
+    return StreamHandle(lcn::Stream::start(ctx, std::move(request)));
 }
 
 }  // namespace
@@ -115,14 +125,14 @@ void bind_context(nb::module_& m) {
         .def(
             "clear",
             [](lcn::Context& self) {
-                std::lock_guard<std::mutex> lock(self.mutex());
+                std::lock_guard<lcn::Baton> lock(self.mutex());
                 self.clear();
             },
             nb::call_guard<nb::gil_scoped_release>(), "Empties the KV cache of every sequence.")
         .def(
             "cached_tokens",
             [](lcn::Context& self, llama_seq_id seq) {
-                std::lock_guard<std::mutex> lock(self.mutex());
+                std::lock_guard<lcn::Baton> lock(self.mutex());
                 return self.cached(seq);
             },
             nb::arg("seq") = 0, nb::call_guard<nb::gil_scoped_release>(),
@@ -130,7 +140,7 @@ void bind_context(nb::module_& m) {
         .def(
             "time_bare_decode",
             [](lcn::Context& self, int32_t n_tokens, bool batch_get_one) {
-                std::lock_guard<std::mutex> lock(self.mutex());
+                std::lock_guard<lcn::Baton> lock(self.mutex());
                 return self.time_bare_decode(n_tokens, batch_get_one);
             },
             nb::arg("n_tokens"), nb::arg("batch_get_one") = false, nb::call_guard<nb::gil_scoped_release>(),
@@ -159,7 +169,7 @@ void bind_context(nb::module_& m) {
                 std::string data;
                 {
                     nb::gil_scoped_release nogil;
-                    std::lock_guard<std::mutex> lock(self.mutex());
+                    std::lock_guard<lcn::Baton> lock(self.mutex());
                     data = self.get_state();
                 }
                 return nb::bytes(data.data(), data.size());
@@ -170,7 +180,7 @@ void bind_context(nb::module_& m) {
             [](lcn::Context& self, nb::bytes data) {
                 std::string owned(data.c_str(), data.size());
                 nb::gil_scoped_release nogil;
-                std::lock_guard<std::mutex> lock(self.mutex());
+                std::lock_guard<lcn::Baton> lock(self.mutex());
                 self.set_state(owned);
             },
             nb::arg("data"), "Restores a state from get_state(); ValidationError if it is not for this model.")
@@ -178,7 +188,7 @@ void bind_context(nb::module_& m) {
             "set_adapters",
             [](lcn::Context& self, const std::vector<std::pair<std::shared_ptr<lcn::LoraAdapter>, float>>& adapters) {
                 nb::gil_scoped_release nogil;
-                std::lock_guard<std::mutex> lock(self.mutex());
+                std::lock_guard<lcn::Baton> lock(self.mutex());
                 self.set_adapters(adapters);
             },
             nb::arg("adapters"), "Replaces the active LoRA adapters with (adapter, scale) pairs.")
@@ -186,7 +196,7 @@ void bind_context(nb::module_& m) {
             "embed",
             [](lcn::Context& self, const std::vector<std::vector<llama_token>>& inputs, bool normalize) {
                 nb::gil_scoped_release nogil;
-                std::lock_guard<std::mutex> lock(self.mutex());
+                std::lock_guard<lcn::Baton> lock(self.mutex());
                 return self.embed(inputs, normalize);
             },
             nb::arg("inputs"), nb::arg("normalize"), "One embedding per token list.")
@@ -198,5 +208,11 @@ void bind_context(nb::module_& m) {
                      "on_text: collections.abc.Callable[[str], bool | None] | PieceQueue | None) -> "
                      "GenerationResult"),
              "Generates from token ids with the GIL released; on_text gets each released piece and may "
-             "return False to stop. A PieceQueue receives the pieces without the GIL.");
+             "return False to stop. A PieceQueue receives the pieces without the GIL.")
+        .def("start_stream", &start_stream, nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"),
+             nb::arg("stop"), nb::arg("reuse_prefix"), nb::arg("ignore_eos"), nb::arg("logprobs"),
+             nb::keep_alive<0, 1>(),
+             "Starts a streamed generation: waits for the context, decodes the prompt and the first token "
+             "on this thread (GIL released), and returns with the first piece ready while the context's "
+             "stream thread decodes the rest.");
 }

@@ -22,7 +22,7 @@ nb::list engine_events(lcn::BatchEngine& engine, F&& body) {
     std::vector<lcn::SlotEvent> events;
     {
         nb::gil_scoped_release nogil;
-        std::lock_guard<std::mutex> lock(engine.context().mutex());
+        std::lock_guard<lcn::Baton> lock(engine.context().mutex());
         events = body();
     }
     nb::list out;
@@ -95,7 +95,7 @@ void bind_pool(nb::module_& m) {
                 lcn::SlotEvent event;
                 {
                     nb::gil_scoped_release nogil;
-                    std::lock_guard<std::mutex> lock(self.context().mutex());
+                    std::lock_guard<lcn::Baton> lock(self.context().mutex());
                     event = self.cancel(slot);
                 }
                 return event_to_python(std::move(event));

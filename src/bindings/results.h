@@ -1,11 +1,13 @@
 // Generation requests and results as the bindings build and return them (context.cpp).
 #pragma once
 
+#include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
 #include "../engine/generation.h"
+#include "../engine/stream.h"
 #include "bindings.h"
 
 struct PyGenerationResult {
@@ -23,3 +25,16 @@ lcn::GenerationRequest make_request(std::vector<llama_token> prompt, int32_t max
                                     bool ignore_eos, int32_t logprobs);
 
 PyGenerationResult to_python(lcn::GenerationResult&& result);
+
+// What Python holds of an lcn::Stream: dropping it cancels the generation (the stream
+// thread keeps the stream itself until the loop has ended).
+struct StreamHandle {
+    std::shared_ptr<lcn::Stream> stream;
+    explicit StreamHandle(std::shared_ptr<lcn::Stream> s) : stream(std::move(s)) {}
+    StreamHandle(const StreamHandle&) = delete;
+    StreamHandle& operator=(const StreamHandle&) = delete;
+    StreamHandle(StreamHandle&&) = default;
+    ~StreamHandle() {
+        if (stream) stream->cancel();
+    }
+};

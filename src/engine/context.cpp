@@ -106,6 +106,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
 }
 
 Context::~Context() {
+    stream_thread_.reset();  // ends a stream still running (cancelled by its owner) first
     llama_batch_free(batch_);
     if (ctx_ != nullptr) llama_free(ctx_);
     for (auto& d : device_samplers_) {
@@ -115,6 +116,12 @@ Context::~Context() {
     const CpuThreadpoolApi& pools = cpu_threadpool_api();
     if (threadpool_batch_ != nullptr) pools.destroy(threadpool_batch_);
     if (threadpool_ != nullptr) pools.destroy(threadpool_);
+}
+
+void Context::post_to_stream_thread(std::function<void()> job) {
+    std::lock_guard<std::mutex> lock(stream_thread_mutex_);
+    if (!stream_thread_) stream_thread_ = std::make_unique<JobThread>();
+    stream_thread_->post(std::move(job));
 }
 
 size_t Context::check_seq(llama_seq_id seq) const {

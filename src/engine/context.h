@@ -6,11 +6,14 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <utility>
 #include <vector>
 
+#include "baton.h"
+#include "job_thread.h"
 #include "lora.h"
 #include "model.h"
 
@@ -40,7 +43,8 @@ struct ContextParams {
 };
 
 // Thread-safety: a Context is used by one decode loop at a time. Callers that
-// release the GIL take mutex() for the whole operation.
+// release the GIL take mutex() for the whole operation (a Baton: a stream takes it on the
+// caller's thread and its stream thread gives it back).
 class Context {
 public:
     Context(std::shared_ptr<Model> model, const ContextParams& params);
@@ -48,7 +52,10 @@ public:
     Context(const Context&) = delete;
     Context& operator=(const Context&) = delete;
 
-    std::mutex& mutex() { return mutex_; }
+    Baton& mutex() { return mutex_; }
+    // Runs `job` on this context's stream thread (started on first use), after the jobs
+    // already posted. `job` must not throw.
+    void post_to_stream_thread(std::function<void()> job);
     const Model& model() const { return *model_; }
     const std::shared_ptr<Model>& model_ptr() const { return model_; }
     llama_context* get() const { return ctx_; }
@@ -165,7 +172,9 @@ private:
     };
     std::vector<DeviceSampler> device_samplers_;
     std::atomic<bool> abort_{false};
-    std::mutex mutex_;
+    Baton mutex_;
+    std::mutex stream_thread_mutex_;
+    std::unique_ptr<JobThread> stream_thread_;
 };
 
 }  // namespace lcn

@@ -145,48 +145,65 @@ void Sequence::finish(FinishReason reason, std::string& text_out) {
 }
 
 
-GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
-                          const std::atomic<bool>* cancel) {
-    Sequence seq(context, 0, std::move(request));
-    std::string piece;
-    // The callback runs once per token, text or not, so a consumer can cancel
-    // within one token even while text is held back (stop-string prefix, partial UTF-8).
-    auto emit = [&]() {
-        bool keep_going = true;
-        if (on_text) keep_going = on_text(piece);
-        piece.clear();
-        if (cancel != nullptr && cancel->load(std::memory_order_relaxed)) keep_going = false;
-        if (!keep_going) seq.cancel(piece);
-    };
-    std::vector<std::pair<llama_seq_id, llama_token>> step(1);
-    // Queues the decode of the sampled token (llama_decode returns while the GPU works).
-    // If that fails, the piece in hand still reaches the consumer first.
-    auto launch_next = [&]() {
-        step[0] = {seq.id(), seq.next_input()};
-        try {
-            context.decode_step(step);
-        } catch (...) {
-            emit();
-            throw;
-        }
-    };
-    seq.start(piece);
+DecodeLoop::DecodeLoop(Context& context, GenerationRequest request, TextCallback on_text,
+                       const std::atomic<bool>* cancel)
+    : context_(context),
+      seq_(context, 0, std::move(request)),
+      on_text_(std::move(on_text)),
+      cancel_(cancel),
+      step_(1) {}
+
+void DecodeLoop::emit() {
+    bool keep_going = true;
+    if (on_text_) keep_going = on_text_(piece_);
+    piece_.clear();
+    if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) keep_going = false;
+    if (!keep_going) seq_.cancel(piece_);
+}
+
+// Queues the decode of the sampled token (llama_decode returns while the GPU works).
+// If that fails, the piece in hand still reaches the consumer first.
+void DecodeLoop::launch_next() {
+    step_[0] = {seq_.id(), seq_.next_input()};
+    try {
+        context_.decode_step(step_);
+    } catch (...) {
+        emit();
+        throw;
+    }
+}
+
+void DecodeLoop::start() {
+    seq_.start(piece_);
     emit();  // the first piece at once: time to first piece is what a consumer waits on
-    bool in_flight = !seq.finished();
-    if (in_flight) launch_next();
-    while (!seq.finished()) {
-        seq.advance(0, piece);  // waits for the logits, samples the next token
-        // The next token is decoding before its predecessor's piece is handed over, so waking
-        // a streaming consumer (and whatever it does then) overlaps the device's work. A
-        // cancel seen here leaves that one decode unused (its token is in the cache).
-        in_flight = !seq.finished();
-        if (in_flight) launch_next();
+}
+
+GenerationResult DecodeLoop::finish() {
+    // The first one-token decode after a prompt builds (and captures) its graph anew: that
+    // happens after the first piece is out, never before it.
+    in_flight_ = !seq_.finished();
+    if (in_flight_) launch_next();
+    while (!seq_.finished()) {
+        seq_.advance(0, piece_);  // waits for the logits, samples the next token
+        // The next token is decoding before its predecessor's piece is handed over. A cancel
+        // seen here leaves that one decode unused (its token is in the cache).
+        in_flight_ = !seq_.finished();
+        if (in_flight_) launch_next();
         emit();
     }
-    // A consumer that cancelled may leave one decode queued: the call ends with the context idle.
-    if (in_flight) context.synchronize();
-    if (!piece.empty() && on_text) on_text(piece);
-    return std::move(seq.result());
+    // A consumer that cancelled may leave one decode queued: the loop ends with the context idle.
+    if (in_flight_) context_.synchronize();
+    in_flight_ = false;
+    if (!piece_.empty() && on_text_) on_text_(piece_);
+    piece_.clear();
+    return std::move(seq_.result());
+}
+
+GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
+                          const std::atomic<bool>* cancel) {
+    DecodeLoop loop(context, std::move(request), on_text, cancel);
+    loop.start();
+    return loop.finish();
 }
 
 }  // namespace lcn

@@ -9,6 +9,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "context.h"
@@ -90,9 +91,41 @@ private:
     GenerationResult result_;
 };
 
-// Runs one sequence to completion in `context` (whose mutex the caller holds).
-// `on_text` receives each released piece of text; returning false cancels.
 using TextCallback = std::function<bool(const std::string&)>;
+
+// One sequence run to completion in `context` (whose mutex the caller holds), in two halves
+// that may run on different threads: start() decodes the prompt and hands over the first
+// piece; finish() runs the rest of the loop. From the second token on, each token's decode is
+// queued before the previous token's piece is handed over, so the consumer's work overlaps
+// the device's. `on_text` receives each released piece (once per token, text or
+// not, so a consumer can cancel within one token); returning false, or `cancel` set, cancels.
+class DecodeLoop {
+public:
+    DecodeLoop(Context& context, GenerationRequest request, TextCallback on_text,
+               const std::atomic<bool>* cancel = nullptr);
+    DecodeLoop(const DecodeLoop&) = delete;
+    DecodeLoop& operator=(const DecodeLoop&) = delete;
+
+    void start();
+    // Nothing is left to decode after start() (the first token ended it).
+    bool finished() const { return seq_.finished(); }
+    // Ends with the context idle (a decode left queued by a cancel is waited for).
+    GenerationResult finish();
+
+private:
+    void emit();
+    void launch_next();
+
+    Context& context_;
+    Sequence seq_;
+    TextCallback on_text_;
+    const std::atomic<bool>* cancel_;
+    std::string piece_;
+    std::vector<std::pair<llama_seq_id, llama_token>> step_;
+    bool in_flight_ = false;
+};
+
+// start() and finish() on the calling thread.
 GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
                           const std::atomic<bool>* cancel = nullptr);
 

@@ -41,6 +41,36 @@ class _Request:
     logprobs: int  # -1: none
 
 
+class _Generation:
+    """A validated generation request of one ``Llama``: run here, or streamed."""
+
+    def __init__(self, llm: Llama, api: str, request: _Request, reuse_prefix: bool) -> None:
+        self._llm = llm
+        self._api = api
+        self._request = request
+        self._reuse_prefix = reuse_prefix
+
+    def run(self, on_text: Any = None) -> Any:
+        """Generates on this thread (GIL released); returns the C++ GenerationResult."""
+        req, llm = self._request, self._llm
+        with llm._lock:
+            live = llm._require_context(self._api)
+            return live.generate(req.tokens, req.max_tokens, req.sampling, req.stops, self._reuse_prefix,
+                                 False, req.logprobs, on_text)
+
+    def stream(self) -> GenerationStream:
+        return GenerationStream(self._start)
+
+    def _start(self) -> Any:
+        req, llm = self._request, self._llm
+        with llm._lock:
+            live = llm._require_context(self._api)
+            stream = live.start_stream(req.tokens, req.max_tokens, req.sampling, req.stops, self._reuse_prefix,
+                                       False, req.logprobs)
+            llm._last_stream = stream
+            return stream
+
+
 class LoraAdapter:
     """A LoRA adapter loaded by :meth:`Llama.load_lora`; pass it to :meth:`Llama.remove_lora`."""
 
@@ -100,6 +130,7 @@ class Llama:
             raise ValidationError("[Llama] model_path is required")
         self.config = config
         self._lock = threading.RLock()
+        self._last_stream: Any = None  # the C++ side of the latest stream, cancelled by close()
         if config.verbose:
             warnings.warn(
                 "verbose=True raises llama.cpp's log level for the whole process, not only this instance",
@@ -122,6 +153,10 @@ class Llama:
         """Frees the context and the model. Safe to call more than once; any later
         call on this instance raises ``LlamaError``."""
         with self._lock:
+            stream, self._last_stream = self._last_stream, None
+            if stream is not None:  # a stream still decoding stops within one token
+                stream.cancel()
+                stream.wait()
             self._chat_template = None
             self._adapters = []
             self._context = None
@@ -293,7 +328,7 @@ class Llama:
                 prompt, max_tokens, sampling=sampling, stop=stop, reset_kv_cache=reset_kv_cache, grammar=grammar
             )
         job = self._prepare("generate", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
-        return str(job(None).text)
+        return str(job.run().text)
 
     def generate_stream(
         self,
@@ -310,8 +345,7 @@ class Llama:
         whole UTF-8 characters and never part of a stop string. Leaving the loop early
         (``break``) or calling ``close()`` stops decoding within one token and leaves the
         instance ready for the next call. Arguments are validated when this is called."""
-        job = self._prepare("generate_stream", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
-        return GenerationStream(job)
+        return self._prepare("generate_stream", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar).stream()
 
     def _request(
         self,
@@ -367,19 +401,11 @@ class Llama:
         grammar: LlamaGrammar | None,
         *,
         logprobs: int = -1,
-    ) -> Any:
-        """Validates a generation request and returns a function that runs it
-        (given an optional text callback) and returns the C++ GenerationResult."""
+    ) -> _Generation:
+        """Validates a generation request; the returned object runs or streams it."""
         require_bool(f"Llama.{api}", "reset_kv_cache", reset_kv_cache)
         req = self._request(api, prompt, max_tokens, sampling, stop, grammar, logprobs=logprobs)
-
-        def run(on_text: Any) -> Any:
-            with self._lock:
-                live = self._require_context(api)
-                return live.generate(req.tokens, req.max_tokens, req.sampling, req.stops, not reset_kv_cache,
-                                     False, req.logprobs, on_text)
-
-        return run
+        return _Generation(self, api, req, not reset_kv_cache)
 
     # ---- OpenAI-shaped completions (llama-cpp-python's dicts) ---------------------------------
 
@@ -425,8 +451,8 @@ class Llama:
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(prompt).decode("utf-8", "replace")
         name = model or self.model_path
         if stream:
-            return _openai.completion_chunks(GenerationStream(job), name, prompt_text if echo else "")
-        result = job(None)
+            return _openai.completion_chunks(job.stream(), name, prompt_text if echo else "")
+        result = job.run()
         return _openai.completion(result, name, prompt_text if echo else "", self._piece_texts(result)
                                   if logprobs is not None else None)
 
@@ -479,8 +505,8 @@ class Llama:
                             logprobs=n_logprobs)
         name = model or self.model_path
         if stream:
-            return _openai.chat_chunks(GenerationStream(job), name)
-        result = job(None)
+            return _openai.chat_chunks(job.stream(), name)
+        result = job.run()
         return _openai.chat_completion(result, name, self._piece_texts(result) if logprobs else None)
 
     def _chat_prompt(
@@ -575,7 +601,7 @@ class Llama:
                                           reset_kv_cache=reset_kv_cache, grammar=grammar)
             return AsyncStream(lambda: pieces)
         job = self._prepare("generate_async", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
-        result = await asyncio.get_running_loop().run_in_executor(None, job, None)
+        result = await asyncio.get_running_loop().run_in_executor(None, job.run)
         return str(result.text)
 
     async def create_completion_async(self, prompt: str | Sequence[int], **kwargs: Any) -> Any:
