@@ -2,7 +2,8 @@
 
 The tree is commit 0c1e570 (2026-10-01) as carried by the llama-cpp-python
 0.3.36 sdist on PyPI. We use only its ``vendor/llama.cpp`` folder, none of that
-package's Python code. Prints the path of the unpacked tree on stdout.
+package's Python code, with our patches applied (scripts/llama_cpp_patches.py).
+Prints the path of the unpacked tree on stdout.
 
     python scripts/fetch_llama_cpp.py [--dest third_party/llama.cpp]
 """
@@ -16,6 +17,7 @@ import tarfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import llama_cpp_patches  # noqa: E402
 from pypi_fetch import fetch  # noqa: E402
 
 PROJECT = "llama-cpp-python"
@@ -40,14 +42,19 @@ def unpack(archive: Path, dest: Path) -> None:
                 continue
             member.name = relative
             tar.extract(member, tmp, filter="data") if hasattr(tarfile, "data_filter") else tar.extract(member, tmp)
-    (tmp / STAMP).write_text(f"{FILENAME} {SHA256} commit {LLAMA_CPP_COMMIT}\n")
+    llama_cpp_patches.apply(tmp)
+    (tmp / STAMP).write_text(stamp_text())
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
 
 
+def stamp_text() -> str:
+    return f"{FILENAME} {SHA256} commit {LLAMA_CPP_COMMIT} patches {llama_cpp_patches.digest()}\n"
+
+
 def ensure_source(dest: Path) -> Path:
     stamp = dest / STAMP
-    if stamp.exists() and SHA256 in stamp.read_text():
+    if stamp.exists() and stamp.read_text() == stamp_text():
         return dest
     archive = fetch(PROJECT, VERSION, FILENAME, SHA256, sdist=True)
     print(f"unpacking llama.cpp {LLAMA_CPP_COMMIT} into {dest}", file=sys.stderr)

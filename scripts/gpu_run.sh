@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -28,9 +28,8 @@ stamp() { echo "[$(date +%H:%M:%S)] $*"; }
 
 setup() {
   if [ ! -f "$LLAMA_CPP_SOURCE_DIR/CMakeLists.txt" ]; then
+    # The packed tree is the fetched one, patched, with its stamp (scripts/fetch_llama_cpp.py).
     mkdir -p third_party && tar -C third_party -xzf "$dev/llama.cpp.tar.gz"
-    printf 'llama_cpp_python-0.3.36.tar.gz (trimmed for the GPU machine) commit 0c1e570\n' \
-      > "$LLAMA_CPP_SOURCE_DIR/.llama-cpp-nanobind-source"
   fi
   "$py" -m pip install -q --no-index --no-deps "$dev"/wheels/*.whl
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$out/gpu.txt"
@@ -38,7 +37,8 @@ setup() {
 
 # What the CUDA prefix is built from: a packed prefix (pack_prefix) is reused only when this matches.
 recipe() {
-  { cat scripts/build_llama_cpp.sh; echo "${CUDA_ARCHS:-90} ${GPU_SYSTEM_CC:-0} $LLAMA_TOOLS_GPU"; } | sha256sum | cut -c1-16
+  { cat scripts/build_llama_cpp.sh "$LLAMA_CPP_SOURCE_DIR/.llama-cpp-nanobind-source"
+    echo "${CUDA_ARCHS:-90} ${GPU_SYSTEM_CC:-0} $LLAMA_TOOLS_GPU"; } | sha256sum | cut -c1-16
 }
 LLAMA_TOOLS_GPU="llama-completion llama-tokenize llama-bench llama-batched-bench llama-quantize"
 packed=$root/.device-prefix  # carried by the device tool when pack_prefix's output was saved there
@@ -178,6 +178,19 @@ stream_diag() {
   "$py" benchmarks/stream_overhead.py "${args[@]}" --ngl 99 --runs 7 --rounds "${BENCH_EXP_ROUNDS:-3}" \
     > "$out/stream_overhead.json" 2> "$out/stream_overhead.log" || tail -20 "$out/stream_overhead.log"
   grep '^/' "$out/stream_overhead.json" || true
+}
+
+# What the first tokens after a prompt cost against a steady token (and llama.cpp's CUDA graph log).
+first_tokens() {
+  local args=()
+  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
+    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
+  done
+  stamp "first tokens after a prompt: ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}"
+  "$py" benchmarks/first_tokens.py "${args[@]}" --ngl 99 > "$out/first_tokens.json" 2> "$out/first_tokens.log" \
+    || tail -20 "$out/first_tokens.log"
+  grep -v '^[ {}]' "$out/first_tokens.json" | head -40 || true
+  grep '^    ' "$out/first_tokens.json" | grep ' x ' | head -30 || true
 }
 
 profile() {
