@@ -141,14 +141,20 @@ bench_poll0() {
   BENCH_JSON=bench_poll0 BENCH_ARGS="--cpu-poll 0" bench
 }
 
+# --model arguments for BENCH_EXP_MODELS (default m135 and m8b) that exist, into the caller's args.
+exp_model_args() {
+  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
+    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
+  done
+  return 0
+}
+
 # `generate` alone under other LlamaConfig settings, each variant timed in the same rounds as
 # native and the defaults: BENCH_EXPERIMENTS="name:key=value,key=value ...".
 bench_exp() {
   local v args=()
   for v in ${BENCH_EXPERIMENTS:-t1:n_threads=1,n_threads_batch=16 poll50:cpu_poll=50}; do args+=(--variant "$v"); done
-  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
-    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
-  done
+  exp_model_args
   stamp "benchmark of variants: ${BENCH_EXPERIMENTS:-defaults}"
   # shellcheck disable=SC2086
   "$py" benchmarks/bench.py --prefix "$prefix" --ngl 99 --runs 5 --rounds "${BENCH_EXP_ROUNDS:-5}" --decode-only \
@@ -171,26 +177,22 @@ poolbench_exp() {
 # Where streaming's extra time goes (first piece, per token), one way against another.
 stream_diag() {
   local args=()
-  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
-    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
-  done
+  exp_model_args
   stamp "stream overhead: ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}"
   "$py" benchmarks/stream_overhead.py "${args[@]}" --ngl 99 --runs 7 --rounds "${BENCH_EXP_ROUNDS:-3}" \
-    > "$out/stream_overhead.json" 2> "$out/stream_overhead.log" || tail -20 "$out/stream_overhead.log"
-  grep '^/' "$out/stream_overhead.json" || true
+    > "$out/stream_overhead.txt" 2> "$out/stream_overhead.log" || tail -20 "$out/stream_overhead.log"
+  grep '^/' "$out/stream_overhead.txt" || true
 }
 
 # What the first tokens after a prompt cost against a steady token (and llama.cpp's CUDA graph log).
 first_tokens() {
   local args=()
-  for m in ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}; do
-    [ -f "$models/$m.gguf" ] && args+=(--model "$models/$m.gguf")
-  done
+  exp_model_args
   stamp "first tokens after a prompt: ${BENCH_EXP_MODELS:-m135-q8_0 m8b-q4_k_m}"
-  "$py" benchmarks/first_tokens.py "${args[@]}" --ngl 99 > "$out/first_tokens.json" 2> "$out/first_tokens.log" \
+  "$py" benchmarks/first_tokens.py "${args[@]}" --ngl 99 > "$out/first_tokens.txt" 2> "$out/first_tokens.log" \
     || tail -20 "$out/first_tokens.log"
-  grep -v '^[ {}]' "$out/first_tokens.json" | head -40 || true
-  grep '^    ' "$out/first_tokens.json" | grep ' x ' | head -30 || true
+  grep -v '^[ {}]' "$out/first_tokens.txt" | head -40 || true
+  grep '^    ' "$out/first_tokens.txt" | grep ' x ' | head -30 || true
 }
 
 profile() {

@@ -120,7 +120,7 @@ Context::~Context() {
 
 void Context::post_to_stream_thread(std::function<void()> job) {
     std::lock_guard<std::mutex> lock(stream_thread_mutex_);
-    if (!stream_thread_) stream_thread_ = std::make_unique<JobThread>();
+    if (!stream_thread_) stream_thread_ = std::make_unique<JobThread>("llama-stream");
     stream_thread_->post(std::move(job));
 }
 

@@ -9,11 +9,21 @@
 #include <mutex>
 #include <thread>
 
+#if defined(__linux__)
+#include <pthread.h>
+#endif
+
 namespace lcn {
 
 class JobThread {
 public:
-    JobThread() : thread_([this] { serve(); }) {}
+    // `name` (at most 15 characters) names the thread for the OS (top, /proc/*/task/*/comm).
+    explicit JobThread(const char* name) : thread_([this, name] {
+#if defined(__linux__)
+        pthread_setname_np(pthread_self(), name);
+#endif
+        serve();
+    }) {}
     // Runs the jobs already given, then ends the thread.
     ~JobThread() {
         {
