@@ -179,21 +179,20 @@ void DecodeLoop::start() {
 }
 
 GenerationResult DecodeLoop::finish() {
-    // The first one-token decode after a prompt builds (and captures) its graph anew: that
-    // happens after the first piece is out, never before it.
-    in_flight_ = !seq_.finished();
-    if (in_flight_) launch_next();
+    // The first one-token decode after a prompt builds its graph anew: that happens after the
+    // first piece is out, never before it.
+    bool in_flight = !seq_.finished();
+    if (in_flight) launch_next();
     while (!seq_.finished()) {
         seq_.advance(0, piece_);  // waits for the logits, samples the next token
         // The next token is decoding before its predecessor's piece is handed over. A cancel
         // seen here leaves that one decode unused (its token is in the cache).
-        in_flight_ = !seq_.finished();
-        if (in_flight_) launch_next();
+        in_flight = !seq_.finished();
+        if (in_flight) launch_next();
         emit();
     }
     // A consumer that cancelled may leave one decode queued: the loop ends with the context idle.
-    if (in_flight_) context_.synchronize();
-    in_flight_ = false;
+    if (in_flight) context_.synchronize();
     if (!piece_.empty() && on_text_) on_text_(piece_);
     piece_.clear();
     return std::move(seq_.result());

@@ -122,7 +122,6 @@ private:
     const std::atomic<bool>* cancel_;
     std::string piece_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_;
-    bool in_flight_ = false;
 };
 
 // start() and finish() on the calling thread.

@@ -1,7 +1,6 @@
 """The one streaming primitive. Iterating a ``GenerationStream`` starts the generation on the
-caller's thread: C++ decodes the prompt and the first token there (GIL released) and queues
-the next token's decode, so the first piece comes with no thread hand-off. The context's own
-C++ stream thread decodes the rest and puts each released piece into a C++ queue (no Python
+caller's thread: C++ decodes the prompt and the first token there (GIL released), so the
+first piece comes with no thread hand-off. The context's own C++ stream thread decodes the rest and puts each released piece into a C++ queue (no Python
 and no GIL on that thread); the caller takes pieces from it, waiting with the GIL released.
 
 Closing the iterator (``break``, ``close()``, garbage collection) cancels: C++ checks after
@@ -24,18 +23,19 @@ class GenerationStream:
     def __init__(self, start: Callable[[], Any]) -> None:
         self._start: Callable[[], Any] | None = start
         self._stream: Any = None  # _core.Stream once started
+        self._result: Any = None  # converted once, when the generation has ended
         self._finished = False
 
     @property
     def result(self) -> Any:
         """The GenerationResult, once the generation has ended (else None)."""
         stream = self._stream
-        if stream is None or not stream.done:
-            return None
-        try:
-            return stream.result()
-        except Exception:  # the error was (or will be) raised by the iteration
-            return None
+        if self._result is None and stream is not None and stream.done:
+            try:
+                self._result = stream.result()
+            except Exception:  # the error was (or will be) raised by the iteration
+                return None
+        return self._result
 
     @property
     def running(self) -> bool:
@@ -61,7 +61,7 @@ class GenerationStream:
             return piece  # type: ignore[no-any-return]
         self._finished = True
         self._stream.wait()
-        self._stream.result()  # raises the generation's error, if any
+        self._result = self._stream.result()  # raises the generation's error, if any
         raise StopIteration
 
     def close(self) -> None:
