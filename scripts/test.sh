@@ -6,6 +6,7 @@
 #  3. Python 3.11: install the package in prebuilt mode against that build, run pytest;
 #  4. Python 3.12: build the wheel from source (the default mode), install it into a fresh
 #     venv and run the same suite against it, from outside the source tree.
+# Builds show their compile steps; whole build logs go to build/logs/.
 # CPU only unless TEST_CUDA=1 (the GPU machine's script sets it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,13 +34,13 @@ step "Python 3.11: install in prebuilt mode and test"
 make_venv .venv-test "$py311"
 .venv-test/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy
 LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
-  .venv-test/bin/python -m pip install -q --force-reinstall --no-deps .
+  pip_build build/logs/py311.log .venv-test/bin/python install --force-reinstall --no-deps .
 (cd "$root/tests" && "$root/.venv-test/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
 
 py312=$(find_python 3.12)
 step "Python 3.12: wheel from source (default mode), installed in a fresh venv, tested off the build tree"
 rm -rf dist .venv-wheel
-CMAKE_ARGS="$cuda_args" "$py312" -m pip wheel -q --no-deps . -w dist
+CMAKE_ARGS="$cuda_args" pip_build build/logs/py312-wheel.log "$py312" wheel --no-deps . -w dist
 "$py312" -m venv .venv-wheel
 .venv-wheel/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy dist/*.whl
 (cd "$root/tests" && "$root/.venv-wheel/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
