@@ -18,10 +18,10 @@ def run_example(*args: str) -> str:
 @real_weights
 def test_generate_answers_a_question_through_the_chat_template(smollm2_path):
     out = run_example("--model", str(smollm2_path), "--max-tokens", "48", "Why is the sky blue?")
-    question, answer = out.split("\n", 1)
-    assert question == "> Why is the sky blue?"
-    answer = answer.rsplit("\n\n[", 1)[0].strip()
-    assert len(answer.split()) >= 5, out
+    body = out.rsplit("\n\n[", 1)[0]  # less the timing line
+    answer = body.split("\n", 1)[1] if "\n" in body else ""
+    assert len(answer.split()) >= 5, out  # the raw prompt got an empty answer
+    assert body.startswith("> Why is the sky blue?\n"), out
     assert "<|im_" not in out and "assistant\n" not in out, out
 
 
