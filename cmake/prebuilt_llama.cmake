@@ -10,6 +10,15 @@ foreach(required "${LLAMA_LIB_DIR}/libllama.so" "${LLAMA_LIB_DIR}/libllama-commo
   endif()
 endforeach()
 
+# The libraries decided about CUDA when they were built; say what they hold.
+file(GLOB _cuda_lib "${LLAMA_LIB_DIR}/libggml-cuda.so*")
+if (_cuda_lib)
+  set(LLAMA_NB_CUDA_STATUS "on (prebuilt libggml-cuda in ${LLAMA_LIB_DIR})")
+else()
+  set(LLAMA_NB_CUDA_STATUS "off (the prebuilt llama.cpp in ${LLAMA_LIB_DIR} has no libggml-cuda)")
+endif()
+message(STATUS "CUDA: ${LLAMA_NB_CUDA_STATUS}")
+
 add_library(llama SHARED IMPORTED GLOBAL)
 set_target_properties(llama PROPERTIES
   IMPORTED_LOCATION "${LLAMA_LIB_DIR}/libllama.so"

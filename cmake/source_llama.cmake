@@ -39,27 +39,52 @@ if (NOT DEFINED GGML_OPENMP)
 endif()
 
 # CUDA on by default when a usable toolkit (compiler and cuBLAS) is present;
-# -DGGML_CUDA=OFF or =ON decides explicitly.
-if (NOT DEFINED GGML_CUDA)
+# -DGGML_CUDA=OFF or =ON decides explicitly. LLAMA_NB_CUDA_STATUS records the decision and
+# its reason for the build log and for system_info(). The automatic choice is a normal
+# variable, not a cache entry, so that a later configure of the same build folder detects
+# again instead of reading its own earlier answer as a user's request.
+if (DEFINED GGML_CUDA)
+  if (GGML_CUDA)
+    set(_cuda_reason "GGML_CUDA=ON requested")
+  else()
+    set(LLAMA_NB_CUDA_STATUS "off (GGML_CUDA=OFF requested)")
+  endif()
+else()
   include(CheckLanguage)
   check_language(CUDA)
-  set(_cuda_ok FALSE)
-  if (CMAKE_CUDA_COMPILER)
+  set(GGML_CUDA OFF)
+  if (NOT CMAKE_CUDA_COMPILER)
+    find_program(_nvcc nvcc HINTS "${CUDAToolkit_ROOT}" "$ENV{CUDAToolkit_ROOT}" "$ENV{CUDA_PATH}"
+                 PATH_SUFFIXES bin)
+    if (_nvcc)
+      set(LLAMA_NB_CUDA_STATUS "off (nvcc found at ${_nvcc}, but it cannot compile a CUDA program with this host compiler)")
+    else()
+      set(LLAMA_NB_CUDA_STATUS "off (no nvcc on PATH or in CUDAToolkit_ROOT / CUDA_PATH)")
+    endif()
+  else()
     find_package(CUDAToolkit QUIET)
-    if (CUDAToolkit_FOUND AND TARGET CUDA::cublas)
-      set(_cuda_ok TRUE)
+    if (NOT CUDAToolkit_FOUND)
+      set(LLAMA_NB_CUDA_STATUS "off (nvcc found at ${CMAKE_CUDA_COMPILER}, but not the CUDA toolkit's runtime library)")
+    elseif (NOT TARGET CUDA::cublas)
+      set(LLAMA_NB_CUDA_STATUS "off (nvcc ${CUDAToolkit_VERSION} found at ${CMAKE_CUDA_COMPILER}, but cuBLAS was not found in ${CUDAToolkit_LIBRARY_DIR})")
+    else()
+      set(GGML_CUDA ON)
+      set(_cuda_reason "toolkit with cuBLAS found")
     endif()
   endif()
-  if (_cuda_ok)
-    message(STATUS "llama.cpp: CUDA toolkit with cuBLAS found, building the CUDA backend")
-  else()
-    message(STATUS "llama.cpp: no usable CUDA toolkit (nvcc + cuBLAS), building CPU only")
-  endif()
-  set(GGML_CUDA ${_cuda_ok} CACHE BOOL "ggml: use CUDA")
 endif()
-
 # SYSTEM: llama.cpp's headers are not ours; -Werror applies to our code only.
 add_subdirectory("${LLAMA_CPP_SOURCE_DIR}" llama.cpp EXCLUDE_FROM_ALL SYSTEM)
+
+if (GGML_CUDA)
+  find_package(CUDAToolkit QUIET)
+  get_target_property(_cuda_archs ggml-cuda CUDA_ARCHITECTURES)
+  string(REPLACE ";" " " _cuda_archs "${_cuda_archs}")
+  set(LLAMA_NB_CUDA_STATUS "on (nvcc ${CUDAToolkit_VERSION}, architectures ${_cuda_archs}; ${_cuda_reason})")
+endif()
+# Seen in 'pip install -v' and scripts/run.sh. A status line, not a warning: CMake wraps a
+# warning's text over several lines, and scripts/_common.sh's build_progress shows one.
+message(STATUS "CUDA: ${LLAMA_NB_CUDA_STATUS}")
 
 # One file per library in the wheel: drop the VERSION/SOVERSION symlink chain.
 set(_llama_targets llama llama-common ggml ggml-base ggml-cpu)

@@ -5,7 +5,12 @@
 #     commit and build recipe;
 #  3. Python 3.11: install the package in prebuilt mode against that build, run pytest;
 #  4. Python 3.12: build the wheel from source (the default mode), install it into a fresh
-#     venv and run the same suite against it, from outside the source tree.
+#     venv and run the same suite against it, from outside the source tree;
+#  5. Python 3.13: install that same abi3 wheel into a fresh venv, run the smoke tests;
+#  6. Python 3.10: install in prebuilt mode (its own extension), run the smoke tests.
+# The smoke tests are every README snippet (load, generate, stream, chat, structured output,
+# embeddings, state, async, the pool, errors) plus packaging and system info.
+# Builds show their compile steps; whole build logs go to build/logs/.
 # CPU only unless TEST_CUDA=1 (the GPU machine's script sets it).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,15 +38,31 @@ step "Python 3.11: install in prebuilt mode and test"
 make_venv .venv-test "$py311"
 .venv-test/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy
 LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
-  .venv-test/bin/python -m pip install -q --force-reinstall --no-deps .
+  pip_build build/logs/py311.log .venv-test/bin/python install --force-reinstall --no-deps .
 (cd "$root/tests" && "$root/.venv-test/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
 
 py312=$(find_python 3.12)
 step "Python 3.12: wheel from source (default mode), installed in a fresh venv, tested off the build tree"
 rm -rf dist .venv-wheel
-CMAKE_ARGS="$cuda_args" "$py312" -m pip wheel -q --no-deps . -w dist
+CMAKE_ARGS="$cuda_args" pip_build build/logs/py312-wheel.log "$py312" wheel --no-deps . -w dist
 "$py312" -m venv .venv-wheel
 .venv-wheel/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy dist/*.whl
 (cd "$root/tests" && "$root/.venv-wheel/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
+
+smoke=("$root/tests/test_readme.py" "$root/tests/test_packaging.py" "$root/tests/test_system_info.py")
+py313=$(find_python 3.13)
+step "Python 3.13: the same abi3 wheel in a fresh venv, smoke tests"
+rm -rf .venv-313
+"$py313" -m venv .venv-313
+.venv-313/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy dist/*.whl
+(cd "$root/tests" && "$root/.venv-313/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}")
+
+py310=$(find_python 3.10)
+step "Python 3.10: install in prebuilt mode, smoke tests"
+make_venv .venv-310 "$py310"
+.venv-310/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy
+LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
+  pip_build build/logs/py310.log .venv-310/bin/python install --force-reinstall --no-deps .
+(cd "$root/tests" && "$root/.venv-310/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}")
 
 echo "tests finished in $(( $(date +%s) - start )) s"

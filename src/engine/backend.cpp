@@ -1,10 +1,14 @@
 #include "backend.h"
 
+#include <ggml-backend.h>
 #include <llama.h>
 
 #include <atomic>
 #include <cstdio>
 #include <mutex>
+#include <string>
+
+#include "build_config.h"
 
 namespace lcn {
 namespace {
@@ -76,9 +80,78 @@ void clear_error_messages() {
     recent_errors.clear();
 }
 
+namespace {
+
+const char* device_type_name(enum ggml_backend_dev_type type) {
+    switch (type) {
+        case GGML_BACKEND_DEVICE_TYPE_CPU: return "CPU";
+        case GGML_BACKEND_DEVICE_TYPE_GPU: return "GPU";
+        case GGML_BACKEND_DEVICE_TYPE_IGPU: return "integrated GPU";
+        case GGML_BACKEND_DEVICE_TYPE_ACCEL: return "accelerator";
+        default: return "other";
+    }
+}
+
+bool is_gpu(enum ggml_backend_dev_type type) {
+    return type == GGML_BACKEND_DEVICE_TYPE_GPU || type == GGML_BACKEND_DEVICE_TYPE_IGPU;
+}
+
+std::string gib(size_t bytes) {
+    char text[32];
+    std::snprintf(text, sizeof text, "%.1f GiB", static_cast<double>(bytes) / (1024.0 * 1024.0 * 1024.0));
+    return text;
+}
+
+}  // namespace
+
 std::string system_info() {
     ensure_backend();
-    return llama_print_system_info();
+    std::string out = "llama.cpp ";
+    out += llama_version();
+    out += "\nCUDA: ";
+    out += LLAMA_NB_CUDA_STATUS;
+    out += "\n";
+    out += llama_print_system_info();
+    while (!out.empty() && (out.back() == ' ' || out.back() == '|')) out.pop_back();
+    out += "\nggml backends:";
+    // A backend with no device (CUDA built, no GPU present) is listed too: it explains
+    // why a GPU build runs on the CPU.
+    std::string gpu_backends;
+    for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
+        ggml_backend_reg_t reg = ggml_backend_reg_get(i);
+        const size_t n_devices = ggml_backend_reg_dev_count(reg);
+        out += "\n  ";
+        out += ggml_backend_reg_name(reg);
+        out += ": " + std::to_string(n_devices) + (n_devices == 1 ? " device" : " devices");
+        bool gpu_backend = false;
+        for (size_t j = 0; j < n_devices; ++j) {
+            ggml_backend_dev_t dev = ggml_backend_reg_dev_get(reg, j);
+            const enum ggml_backend_dev_type type = ggml_backend_dev_type(dev);
+            out += "\n    ";
+            out += ggml_backend_dev_name(dev);
+            out += " (";
+            out += device_type_name(type);
+            out += "): ";
+            out += ggml_backend_dev_description(dev);
+            if (is_gpu(type)) {
+                gpu_backend = true;
+                size_t free = 0, total = 0;
+                ggml_backend_dev_memory(dev, &free, &total);
+                out += ", " + gib(total) + " total, " + gib(free) + " free";
+            }
+        }
+        const std::string name = ggml_backend_reg_name(reg);
+        if (gpu_backend || (n_devices == 0 && name != "CPU")) {
+            if (!gpu_backends.empty()) gpu_backends += ", ";
+            gpu_backends += name;
+            if (n_devices == 0) gpu_backends += " (no device found)";
+        }
+    }
+    out += "\nGPU backends: ";
+    out += gpu_backends.empty() ? "none (this build is CPU-only)" : gpu_backends;
+    out += "\nGPU offload: ";
+    out += llama_supports_gpu_offload() ? "yes" : "no";
+    return out;
 }
 
 }  // namespace lcn

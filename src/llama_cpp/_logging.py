@@ -34,5 +34,7 @@ def reset_logging() -> None:
 
 
 def print_system_info() -> None:
-    """Prints llama.cpp's build and CPU feature summary."""
+    """Prints llama.cpp's version and CPU features, whether this build has CUDA (and why
+    not, when it has none), the ggml backends and devices llama.cpp found (with memory for
+    GPUs) and whether layers can be offloaded to a GPU."""
     print(_core.system_info())

@@ -1,0 +1,31 @@
+"""The examples run as a user runs them: as scripts, on the real model."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import ROOT, real_weights
+
+
+def run_example(*args: str) -> str:
+    return subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "generate.py"), *args],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+
+
+@real_weights
+def test_generate_answers_a_question_through_the_chat_template(smollm2_path):
+    out = run_example("--model", str(smollm2_path), "--max-tokens", "48", "Why is the sky blue?")
+    body = out.rsplit("\n\n[", 1)[0]  # less the timing line
+    answer = body.split("\n", 1)[1] if "\n" in body else ""
+    assert len(answer.split()) >= 5, out  # the raw prompt got an empty answer
+    assert body.startswith("> Why is the sky blue?\n"), out
+    assert "<|im_" not in out and "assistant\n" not in out, out
+
+
+def test_generate_raw_continues_the_text(smollm2_path):
+    out = run_example("--model", str(smollm2_path), "--raw", "--max-tokens", "8", "The capital of France is")
+    text = out.rsplit("\n\n[", 1)[0]
+    assert text.startswith("The capital of France is") and len(text) > len("The capital of France is"), out
