@@ -108,7 +108,11 @@ test() {
   stamp "test suite on the GPU"
   # No third-party pytest plugins: the image's (jaxtyping, ...) import numpy before our
   # conftest, and libllama-common crashes when loaded after numpy there (docs/NOTES.md).
-  (cd tests && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LLAMA_NB_GPU_RUN=1 LLAMA_NB_SMOLLM2=$models/m135-q8_0.gguf LLAMA_NB_REFERENCE_PREFIX=$prefix \
+  # Greedy equality with the CUDA build's llama-completion runs on m135 (as SmolLM2) and m1b.
+  local more=""
+  [ -f "$models/m1b-q4_k_m.gguf" ] && more=$models/m1b-q4_k_m.gguf
+  (cd tests && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LLAMA_NB_GPU_RUN=1 LLAMA_NB_SMOLLM2=$models/m135-q8_0.gguf \
+    LLAMA_NB_RANDOM_MODELS=$more LLAMA_NB_REFERENCE_PREFIX=$prefix \
     "$py" -m pytest -q -p no:cacheprovider -rs "$root/tests" 2>&1 | tee "$out/test.log" | tail -25)
 }
 

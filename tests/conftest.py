@@ -100,6 +100,44 @@ def reference_tool():
 
 
 @pytest.fixture(scope="session")
+def llama_completion(reference_tool):
+    """The text llama.cpp's own llama-completion generates for a prompt, with the context
+    shape and thread count our fixtures use; ``flags`` choose its sampling."""
+
+    def run(model_path, prompt: str, n_predict: int, *flags: str) -> str:
+        out = reference_tool(
+            "llama-completion", "-m", str(model_path), "-p", prompt, "-n", str(n_predict), "-no-cnv",
+            "--no-display-prompt", "--no-warmup", "-c", str(N_CTX), "-b", str(N_BATCH), "-t", str(N_THREADS),
+            "-ngl", "99", *flags,
+        )
+        # llama-completion prints the generated text, " [end of text]\n" if the model ended
+        # it, then a final "\n\n".
+        assert out.endswith(b"\n\n"), out[-40:]
+        return out[:-2].removesuffix(b" [end of text]\n").decode("utf-8", errors="replace")
+
+    return run
+
+
+def eog_tokens(llm) -> list[int]:
+    """The model's end-of-generation tokens (what llama-completion's --ignore-eos bans)."""
+    return [t for t in range(llm.n_vocab()) if llm.is_eog(t)]
+
+
+def assert_decoding_stopped(llm, below: int) -> None:
+    """Fewer than ``below`` tokens were generated since ``llm.perf_reset()``, and no more come
+    in the time of several more tokens: nothing still decodes for a cancelled request."""
+    import time
+
+    perf = llm.perf()
+    n_eval = perf["n_eval"]
+    assert n_eval < below, f"decoded {n_eval} tokens after the consumer left"
+    # A loaded machine may take far longer per token than 0.3 s: wait for five of them.
+    per_token_s = perf["t_eval_ms"] / 1000 / max(n_eval, 1)
+    time.sleep(min(max(0.3, 5 * per_token_s), 10.0))
+    assert llm.perf()["n_eval"] == n_eval, "still decoding after the cancel returned"
+
+
+@pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     from llama_cpp import Llama
 

@@ -69,7 +69,7 @@ PROBE = textwrap.dedent(
 def test_no_allocation_per_token_beyond_llama_decode(smollm2_path, tmp_path):
     compiler = shutil.which("cc") or shutil.which("gcc")
     if compiler is None:
-        pytest.skip("no C compiler to build the allocation counter")
+        pytest.fail("no C compiler (cc or gcc) to build the allocation counter", pytrace=False)
     source = tmp_path / "count.c"
     source.write_text(COUNTER)
     counter = tmp_path / "libcount.so"

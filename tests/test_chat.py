@@ -12,6 +12,23 @@ from conftest import real_weights
 from llama_cpp import Llama, ValidationError
 
 MESSAGES = [{"role": "user", "content": "What is the capital of France?"}]
+SYSTEM_AND_PARTS = [
+    {"role": "system", "content": "You answer in one word."},
+    {"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
+]
+
+
+def assert_renders(llm, messages, expected: str) -> None:
+    """The chat prompt of ``messages`` is exactly ``expected``: the tokens a chat completion
+    decoded (the prompt is the start of the cache) are ``expected`` tokenized as a prompt
+    is, and they read back as ``expected`` (after the model's BOS, if it adds one)."""
+    out = llm.create_chat_completion(messages, max_tokens=1, temperature=0)
+    n = out["usage"]["prompt_tokens"]
+    assert n == llm.n_tokens(expected)
+    prompt = llm.cached_tokens()[:n]
+    assert prompt == llm.tokenize(expected, special=True)
+    start = llm.tokenize("", add_bos=True)  # what the model puts before every prompt (Gemma: BOS)
+    assert llm.detokenize(prompt, special=True) == llm.detokenize(start, special=True) + expected.encode()
 
 
 def test_chat_completion_shape(smollm2):
@@ -30,9 +47,11 @@ def test_model_template_is_rendered_by_jinja(smollm2):
     # SmolLM2's own template inserts its default system prompt: proof it is the model's
     # Jinja template, not a generic ChatML.
     assert "SmolLM" in smollm2.chat_template
-    prompt, _ = smollm2._template("test").render([("user", "Hi")], True)
-    assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
-    assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
+    assert_renders(
+        smollm2, [{"role": "user", "content": "Hi"}],
+        "<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\n"
+        "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n",
+    )
 
 
 @real_weights
@@ -43,16 +62,36 @@ def test_reply_ends_at_end_of_turn(smollm2):
     assert "<|im_end|>" not in choice["message"]["content"]
 
 
-def test_builtin_template_by_name(smollm2_path):
-    with Llama(smollm2_path, n_ctx=1024, n_threads=2, chat_format="chatml") as llm:
-        assert llm.chat_template == "chatml"
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("chatml", "<|im_start|>system\nYou answer in one word.<|im_end|>\n"
+                   "<|im_start|>user\nCapital of France?<|im_end|>\n<|im_start|>assistant\n"),
+        ("llama3", "<|start_header_id|>system<|end_header_id|>\n\nYou answer in one word.<|eot_id|>"
+                   "<|start_header_id|>user<|end_header_id|>\n\nCapital of France?<|eot_id|>"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n"),
+        # Gemma has no system turn: llama.cpp puts the system text at the top of the first user turn.
+        ("gemma", "<start_of_turn>user\nYou answer in one word.\n\nCapital of France?<end_of_turn>\n"
+                  "<start_of_turn>model\n"),
+    ],
+)
+def test_builtin_template_by_name(smollm2_path, name, expected):
+    with Llama(smollm2_path, n_ctx=1024, n_threads=2, chat_format=name) as llm:
+        assert llm.chat_template == name
+        assert_renders(llm, SYSTEM_AND_PARTS, expected)
+
+
+def test_gemma_template(gemma3, gemma3_path):
+    # This Gemma 3 file carries no chat template: llama.cpp falls back to ChatML.
+    assert_renders(gemma3, MESSAGES, "<|im_start|>user\nWhat is the capital of France?<|im_end|>\n"
+                                     "<|im_start|>assistant\n")
+    # The gemma built-in on Gemma's own vocabulary, where the turn markers are single tokens.
+    with Llama(gemma3_path, n_ctx=512, n_threads=2, chat_format="gemma") as llm:
+        expected = "<start_of_turn>user\nWhat is the capital of France?<end_of_turn>\n<start_of_turn>model\n"
+        assert_renders(llm, MESSAGES, expected)
+        assert llm.tokenize("<start_of_turn>", add_bos=False, special=True) == [llm.tokenize(expected, special=True)[1]]
         out = llm.create_chat_completion(MESSAGES, max_tokens=12, temperature=0)
         assert out["choices"][0]["message"]["content"]
-
-
-def test_gemma_template(gemma3):
-    out = gemma3.create_chat_completion(MESSAGES, max_tokens=12, temperature=0)
-    assert out["choices"][0]["message"]["content"]
 
 
 def test_unknown_builtin_name(smollm2_path):
@@ -72,11 +111,13 @@ def test_streamed_chat_chunks(smollm2):
 
 
 def test_content_parts_and_system(smollm2):
-    messages = [
-        {"role": "system", "content": "You answer in one word."},
-        {"role": "user", "content": [{"type": "text", "text": "Capital of "}, {"type": "text", "text": "France?"}]},
-    ]
-    out = smollm2.create_chat_completion(messages, max_tokens=8, temperature=0)
+    # The system message replaces SmolLM2's default one; text parts are joined.
+    assert_renders(
+        smollm2, SYSTEM_AND_PARTS,
+        "<|im_start|>system\nYou answer in one word.<|im_end|>\n<|im_start|>user\nCapital of France?<|im_end|>\n"
+        "<|im_start|>assistant\n",
+    )
+    out = smollm2.create_chat_completion(SYSTEM_AND_PARTS, max_tokens=8, temperature=0)
     assert out["choices"][0]["message"]["content"]
 
 

@@ -1,12 +1,22 @@
 """Greedy generation through our API equals what llama.cpp's own llama-completion
-prints, for the same model, prompt, context shape and thread count."""
+prints, for the same model, prompt, context shape and thread count.
+
+On the GPU machine (LLAMA_NB_GPU_RUN=1) the models have random weights: their logits are
+nearly flat, and llama-completion's default chain at ``--temp 0`` alone (top-k 40, top-p,
+min-p, then temperature 0) was measured to pick other tokens than the argmax there, so the
+reference runs with ``--top-k 1`` (pure argmax). Random weights also end early and at
+random, so both sides ban the end-of-generation tokens and run all N_PREDICT tokens.
+"""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from conftest import N_BATCH, N_CTX, N_THREADS
-from llama_cpp import SamplingParams
+from conftest import GPU_RUN, N_BATCH, N_CTX, N_THREADS, eog_tokens
+from llama_cpp import Llama, SamplingParams
 
 PROMPTS = [
     "The capital of France is",
@@ -16,30 +26,45 @@ PROMPTS = [
     "Les mots en français: été, naïve, œuvre. Suite:",
 ]
 N_PREDICT = 48
+# More random-weight models for the GPU run (scripts/gpu_run.sh names m1b), os.pathsep-separated.
+RANDOM_MODELS = [Path(p) for p in os.environ.get("LLAMA_NB_RANDOM_MODELS", "").split(os.pathsep) if p]
 
 
-def completion_text(reference_tool, model_path, prompt: str, *extra: str) -> str:
-    out = reference_tool(
-        "llama-completion", "-m", str(model_path), "-p", prompt, "-n", str(N_PREDICT), "--temp", "0",
-        "-no-cnv", "--no-display-prompt", "--no-warmup", "-c", str(N_CTX), "-b", str(N_BATCH),
-        "-t", str(N_THREADS), "-s", "1", "-ngl", "99", *extra,
-    )
-    # llama-completion prints the generated text, " [end of text]\n" if the model ended
-    # it, then a final "\n\n".
-    assert out.endswith(b"\n\n"), out[-40:]
-    out = out[:-2]
-    out = out.removesuffix(b" [end of text]\n")
-    return out.decode("utf-8", errors="replace")
+def greedy(llm, bias: dict[int, float] | None = None) -> tuple[SamplingParams, list[str]]:
+    """Our greedy sampling and llama-completion's flags for the same, with ``bias`` on both."""
+    bias = dict(bias or {})
+    flags = ["--temp", "0"]
+    if GPU_RUN:
+        bias.update({t: float("-inf") for t in eog_tokens(llm)})
+        flags += ["--top-k", "1"]
+    flags += [arg for t, b in bias.items() for arg in ("-l", f"{t}{b:+}")]
+    return SamplingParams(temperature=0.0, logit_bias=bias or None), flags
+
+
+@pytest.fixture(scope="module", params=RANDOM_MODELS, ids=lambda p: p.stem)
+def random_model(request):
+    with Llama(request.param, n_ctx=N_CTX, n_batch=N_BATCH, n_threads=N_THREADS) as llm:
+        yield llm
+
+
+def check_greedy(llm, llama_completion, prompt: str) -> None:
+    sampling, flags = greedy(llm)
+    ours = llm.generate(prompt, max_tokens=N_PREDICT, sampling=sampling)
+    theirs = llama_completion(llm.model_path, prompt, N_PREDICT, *flags)
+    assert ours, "generation produced no text"
+    assert ours == theirs
 
 
 @pytest.mark.parametrize("prompt", PROMPTS)
 @pytest.mark.parametrize("model", ["smollm2", "gemma3"])
-def test_greedy_matches_llama_completion(request, reference_tool, model, prompt):
-    llm = request.getfixturevalue(model)
-    ours = llm.generate(prompt, max_tokens=N_PREDICT, sampling=SamplingParams.greedy())
-    theirs = completion_text(reference_tool, llm.model_path, prompt)
-    assert ours, "generation produced no text"
-    assert ours == theirs
+def test_greedy_matches_llama_completion(request, llama_completion, model, prompt):
+    check_greedy(request.getfixturevalue(model), llama_completion, prompt)
+
+
+@pytest.mark.skipif(not RANDOM_MODELS, reason="LLAMA_NB_RANDOM_MODELS names no model (only the GPU run has them)")
+@pytest.mark.parametrize("prompt", PROMPTS)
+def test_greedy_matches_llama_completion_on_more_random_models(random_model, llama_completion, prompt):
+    check_greedy(random_model, llama_completion, prompt)
 
 
 def test_greedy_is_deterministic(smollm2):
@@ -48,16 +73,16 @@ def test_greedy_is_deterministic(smollm2):
     assert first == second
 
 
-def test_greedy_with_logit_bias_matches_llama_completion(smollm2, reference_tool):
+def test_greedy_with_logit_bias_matches_llama_completion(smollm2, llama_completion):
     # Greedy with only logit biases takes the argmax straight from the logits (no sampler
     # chain); it must pick what llama.cpp's chain picks: banned tokens never, boosted ones
     # where the bias lifts them to the top.
     prompt = "The capital of France is"
-    plain = smollm2.generate(prompt, max_tokens=8, sampling=SamplingParams.greedy())
+    plain_sampling, _ = greedy(smollm2)
+    plain = smollm2.generate(prompt, max_tokens=8, sampling=plain_sampling)
     banned = smollm2.tokenize(plain, add_bos=False)[:3]
     boosted = smollm2.tokenize(" beautiful", add_bos=False)[0]
-    bias = {**{t: float("-inf") for t in banned}, boosted: 4.0}
-    ours = smollm2.generate(prompt, max_tokens=N_PREDICT, sampling=SamplingParams(temperature=0.0, logit_bias=bias))
-    flags = [arg for t, b in bias.items() for arg in ("-l", f"{t}{b:+}")]
-    assert ours != smollm2.generate(prompt, max_tokens=N_PREDICT, sampling=SamplingParams.greedy())
-    assert ours == completion_text(reference_tool, smollm2.model_path, prompt, *flags)
+    sampling, flags = greedy(smollm2, {**{t: float("-inf") for t in banned}, boosted: 4.0})
+    ours = smollm2.generate(prompt, max_tokens=N_PREDICT, sampling=sampling)
+    assert ours != smollm2.generate(prompt, max_tokens=N_PREDICT, sampling=plain_sampling)
+    assert ours == llama_completion(smollm2.model_path, prompt, N_PREDICT, *flags)

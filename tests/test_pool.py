@@ -172,13 +172,16 @@ def test_cancellation_frees_the_sequence(smollm2_path):
             return await other
 
         assert run(main())
-        # The cancelled request's slot was released: both slots serve again.
+        # Nothing decodes for the cancelled request any more (it would run to the end of its
+        # 8192-token context), and its slot was released: both slots serve again.
+        wait_until_idle(pool)
         assert len(run(pool.generate_batch(PROMPTS[:2], max_tokens=2, sampling=GREEDY))) == 2
-        assert pool._engine.active == 0
+        wait_until_idle(pool)
 
 
 def test_streaming_and_early_exit(pool):
     async def main():
+        pool.llama.perf_reset()
         pieces = [p async for p in pool.generate_stream(PROMPTS[0], max_tokens=24, sampling=GREEDY)]
         first = []
         async for p in pool.generate_stream(PROMPTS[1], max_tokens=200, sampling=GREEDY):
@@ -188,16 +191,18 @@ def test_streaming_and_early_exit(pool):
         return pieces, first
 
     pieces, first = run(main())
+    assert len(first) == 2
+    # Leaving the loop released the sequence: nothing is still decoding for it, and it
+    # stopped far below its 200 tokens (24 are the first stream's).
+    assert wait_until_idle(pool) < 24 + 50
     assert len(pieces) > 1
     assert "".join(pieces) == run(pool.generate(PROMPTS[0], max_tokens=24, sampling=GREEDY))
-    assert len(first) == 2
-    # Leaving the loop released the sequence: nothing is still decoding for it.
-    wait_until_idle(pool)
 
 
 def test_a_stream_is_an_async_iterator(pool):
     # anext() works on it directly, and aclose() cancels the request.
     async def main():
+        pool.llama.perf_reset()
         stream = pool.generate_stream(PROMPTS[0], max_tokens=200, sampling=GREEDY)
         assert stream.__aiter__() is stream
         first = await stream.__anext__()
@@ -205,16 +210,29 @@ def test_a_stream_is_an_async_iterator(pool):
         return first
 
     assert run(main())
-    wait_until_idle(pool)
+    assert wait_until_idle(pool) < 50  # of 200
 
 
-def wait_until_idle(pool, seconds=30.0):
+def wait_until_idle(pool, seconds=60.0) -> int:
+    """Waits until the pool decodes nothing in the time of several steps (at least a second);
+    returns how many tokens it generated since its perf_reset()."""
     import time
 
+    def decoded():
+        perf = pool.llama.perf()
+        return perf["n_eval"] + perf["n_prompt_eval"], perf["n_eval"]
+
+    perf = pool.llama.perf()
+    settle = min(max(1.0, 5 * perf["t_eval_ms"] / 1000 / max(perf["n_eval"], 1)), 10.0)
     deadline = time.monotonic() + seconds
-    while pool._engine.active and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert pool._engine.active == 0
+    last = decoded()
+    while True:
+        time.sleep(settle)
+        now = decoded()
+        if now == last:
+            return now[1]
+        assert time.monotonic() < deadline, f"the pool still decodes after {seconds} s"
+        last = now
 
 
 def test_stream_arguments_are_checked_at_the_call(pool):
