@@ -164,3 +164,48 @@ def test_generated_json_keeps_property_order(smollm2, how):
     assert out["choices"][0]["finish_reason"] == "stop", out
     assert list(json.loads(out["choices"][0]["message"]["content"])) == ["reasoning", "answer"]
 
+
+def test_grammar_errors_leave_other_threads_stderr_alone(run_python):
+    # Validation used to point file descriptor 2 at a temporary file while parsing:
+    # whatever another thread wrote to stderr in that window was lost.
+    proc = run_python("""
+        import os, threading, time
+        from llama_cpp import LlamaGrammar, ValidationError
+
+        started = threading.Event()
+
+        def writer():
+            started.wait()
+            for i in range(2000):
+                os.write(2, b"writer line %d\\n" % i)
+                time.sleep(0.0001)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        n = 0
+        while t.is_alive() or n == 0:
+            started.set()
+            for gbnf in ('root ::= "a" | (', "root ::= foo"):
+                try:
+                    LlamaGrammar.from_string(gbnf)
+                except ValidationError:
+                    n += 1
+        t.join()
+        print(n)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    missing = [i for i in range(2000) if f"writer line {i}" not in lines]
+    assert not missing, f"{len(missing)} lines lost"
+    assert int(proc.stdout) > 0
+    assert "error parsing grammar" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "gbnf, reason",
+    [('root ::= "a" | (', "expecting ')' at"), ("root ::= foo", "Undefined rule identifier 'foo'")],
+)
+def test_parser_reason_in_message(gbnf, reason):
+    with pytest.raises(ValidationError) as info:
+        LlamaGrammar.from_string(gbnf)
+    assert str(info.value).startswith("[LlamaGrammar] invalid grammar: " + reason), str(info.value)
