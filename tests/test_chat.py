@@ -155,3 +155,62 @@ def test_broken_template_gives_a_clear_error(tmp_path, llama_cpp_tree):
     with Llama(broken, vocab_only=True) as llm:
         with pytest.raises(ValidationError, match="chat template"):
             llm.create_chat_completion(MESSAGES)
+
+
+# The end-of-turn marker of each llama.cpp built-in (a copy of the C++ table, checked here against
+# llama.cpp's renderer); None: the assistant turn is closed by nothing but whitespace or the next
+# turn's header, so it ends at the model's EOS token.
+BUILTIN_TURN_ENDS: dict[str, str | None] = {
+    "chatml": "<|im_end|>", "llama2": "</s>", "llama2-sys": "</s>", "llama2-sys-bos": "</s>",
+    "llama2-sys-strip": "</s>", "mistral-v1": "</s>", "mistral-v3": "</s>", "mistral-v3-tekken": "</s>",
+    "mistral-v7": "</s>", "mistral-v7-tekken": "</s>", "phi3": "<|end|>", "phi4": "<|im_end|>",
+    "falcon3": None, "zephyr": "<|endoftext|>", "monarch": "</s>", "gemma": "<end_of_turn>", "orion": "</s>",
+    "openchat": "<|end_of_turn|>", "vicuna": "</s>", "vicuna-orca": "</s>", "deepseek": "<|EOT|>",
+    "deepseek2": "<｜end▁of▁sentence｜>", "deepseek3": "<｜end▁of▁sentence｜>", "deepseek-ocr": None,
+    "command-r": "<|END_OF_TURN_TOKEN|>", "llama3": "<|eot_id|>", "chatglm3": None, "chatglm4": None,
+    "glmedge": None, "minicpm": None, "exaone3": "[|endofturn|]", "exaone4": "[|endofturn|]",
+    "exaone-moe": "<|endofturn|>", "rwkv-world": "\n\n", "granite": "<|end_of_text|>",
+    "granite-4.0": "<|end_of_text|>", "granite-4.1": "<|end_of_text|>", "gigachat": "<|message_sep|>",
+    "megrez": "<|turn_end|>", "yandex": "\n\n", "bailing": None, "bailing-think": None,
+    "bailing2": "<|role_end|>", "llama4": "<|eot|>", "smolvlm": "<end_of_utterance>", "hunyuan-moe": "<|eos|>",
+    "gpt-oss": "<|return|>", "hunyuan-dense": "<｜hy_place▁holder▁no▁2｜>", "hunyuan-vl": "<｜hy_Assistant｜>",
+    "kimi-k2": "<|im_end|>", "seed_oss": "<seed:eos>", "grok-2": "<|separator|>", "pangu-embedded": "[unused10]",
+    "solar-open": "<|end|>",
+}
+
+
+def test_every_builtin_has_a_turn_end():
+    from llama_cpp import _core
+
+    assert sorted(_core.ChatTemplate.builtin_names()) == sorted(BUILTIN_TURN_ENDS)
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN_TURN_ENDS))
+def test_builtin_stops_at_its_own_turn_end(smollm2, name):
+    from llama_cpp import _core
+
+    template = _core.ChatTemplate(smollm2._require_model("test"), name)
+    marker = BUILTIN_TURN_ENDS[name]
+    conversation = [("user", "Uone"), ("assistant", "Qzq"), ("user", "Utwo")]
+    prompt, stops = template.render(conversation, True)
+    assert stops == ([] if marker is None else [marker])
+    # What llama.cpp writes between the assistant's text and the next user message.
+    after = prompt[prompt.index("Qzq") + 3:prompt.index("Utwo")]
+    if marker is None:
+        closed, _ = template.render(conversation[:2], False)
+        assert closed[closed.index("Qzq") + 3:].strip() == "", repr(closed)
+    else:
+        assert after.startswith(marker) or after.lstrip(" \n").startswith(marker), repr(after)
+
+
+@pytest.mark.parametrize("name", ["gemma", "chatml"])
+@real_weights
+def test_builtin_format_reply_stops_at_turn_end(smollm2_path, name):
+    marker = BUILTIN_TURN_ENDS[name]
+    assert marker is not None
+    with Llama(smollm2_path, n_ctx=512, n_threads=2, chat_format=name) as llm:
+        for content in ("Hi", "Say hello."):
+            out = llm.create_chat_completion([{"role": "user", "content": content}], max_tokens=48, temperature=0)
+            text = out["choices"][0]["message"]["content"]
+            assert marker not in text, repr(text)
+            assert not any(text.endswith(marker[:k]) for k in range(2, len(marker))), repr(text)

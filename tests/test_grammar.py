@@ -111,7 +111,7 @@ def test_openai_json_schema_format(smollm2):
 
 def test_from_json_schema_is_llama_cpp_conversion_and_cached():
     g1 = LlamaGrammar.from_json_schema(SCHEMAS[0])
-    g2 = LlamaGrammar.from_json_schema(dict(reversed(list(SCHEMAS[0].items()))))
+    g2 = LlamaGrammar.from_json_schema(json.loads(json.dumps(SCHEMAS[0])))
     assert g1 is g2
     assert "root ::=" in g1.gbnf
 
@@ -125,3 +125,87 @@ def test_grammar_and_response_format_conflict(smollm2):
     with pytest.raises(ValidationError, match="either grammar or response_format"):
         smollm2.create_chat_completion([{"role": "user", "content": "x"}], grammar=LlamaGrammar.json(),
                                        response_format={"type": "json_object"})
+
+
+ORDERED_SCHEMA = {
+    "type": "object",
+    "properties": {"reasoning": {"type": "string", "maxLength": 40}, "answer": {"type": "integer"}},
+    "required": ["reasoning", "answer"],
+    "additionalProperties": False,
+}
+
+
+def _root_rule(grammar):
+    return next(line for line in grammar.gbnf.splitlines() if line.startswith("root ::="))
+
+
+@pytest.mark.parametrize("as_text", [False, True], ids=["dict", "str"])
+def test_json_schema_keeps_property_order(as_text):
+    schema = json.dumps(ORDERED_SCHEMA) if as_text else ORDERED_SCHEMA
+    root = _root_rule(LlamaGrammar.from_json_schema(schema))
+    assert root.index("reasoning") < root.index("answer"), root
+    reordered = dict(ORDERED_SCHEMA, properties=dict(reversed(list(ORDERED_SCHEMA["properties"].items()))))
+    root = _root_rule(LlamaGrammar.from_json_schema(json.dumps(reordered) if as_text else reordered))
+    assert root.index("answer") < root.index("reasoning"), root
+
+
+@pytest.mark.parametrize("how", ["grammar-dict", "grammar-str", "json_object", "json_schema"])
+@real_weights
+def test_generated_json_keeps_property_order(smollm2, how):
+    kwargs: dict[str, object] = {
+        "grammar-dict": {"grammar": LlamaGrammar.from_json_schema(ORDERED_SCHEMA)},
+        "grammar-str": {"grammar": LlamaGrammar.from_json_schema(json.dumps(ORDERED_SCHEMA))},
+        "json_object": {"response_format": {"type": "json_object", "schema": ORDERED_SCHEMA}},
+        "json_schema": {"response_format": {"type": "json_schema",
+                                            "json_schema": {"name": "answer", "schema": ORDERED_SCHEMA}}},
+    }[how]
+    out = smollm2.create_chat_completion([{"role": "user", "content": "What is 2 + 3? Explain, then answer."}],
+                                         max_tokens=96, temperature=0, **kwargs)
+    assert out["choices"][0]["finish_reason"] == "stop", out
+    assert list(json.loads(out["choices"][0]["message"]["content"])) == ["reasoning", "answer"]
+
+
+def test_grammar_errors_leave_other_threads_stderr_alone(run_python):
+    # Validation used to point file descriptor 2 at a temporary file while parsing:
+    # whatever another thread wrote to stderr in that window was lost.
+    proc = run_python("""
+        import os, threading, time
+        from llama_cpp import LlamaGrammar, ValidationError
+
+        started = threading.Event()
+
+        def writer():
+            started.wait()
+            for i in range(2000):
+                os.write(2, b"writer line %d\\n" % i)
+                time.sleep(0.0001)
+
+        t = threading.Thread(target=writer)
+        t.start()
+        n = 0
+        while t.is_alive() or n == 0:
+            started.set()
+            for gbnf in ('root ::= "a" | (', "root ::= foo"):
+                try:
+                    LlamaGrammar.from_string(gbnf)
+                except ValidationError:
+                    n += 1
+        t.join()
+        print(n)
+    """)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stderr.splitlines()
+    missing = [i for i in range(2000) if f"writer line {i}" not in lines]
+    assert not missing, f"{len(missing)} lines lost"
+    assert int(proc.stdout) > 0
+    assert "error parsing grammar" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "gbnf, reason",
+    [('root ::= "a" | (', "expecting ')' at"), ("root ::= foo", "Undefined rule identifier 'foo'")],
+)
+def test_parser_reason_in_message(gbnf, reason):
+    with pytest.raises(ValidationError) as info:
+        LlamaGrammar.from_string(gbnf)
+    assert str(info.value).startswith("[LlamaGrammar] invalid grammar: " + reason), str(info.value)

@@ -152,3 +152,12 @@ def test_gil_is_released_during_generation(smollm2):
     done.set()
     thread.join()
     assert ticks > 10
+
+
+def test_small_n_ctx_rounds_up_as_documented(smollm2_path):
+    # llama.cpp pads the context to a multiple of 256 tokens; LlamaConfig documents it and
+    # n_ctx() reports the real size.
+    assert "multiple of 256" in " ".join(LlamaConfig.__doc__.split())
+    for asked, real in ((64, 256), (300, 512)):
+        with Llama(smollm2_path, n_ctx=asked, n_threads=2) as llm:
+            assert llm.n_ctx() == real

@@ -94,3 +94,10 @@ def test_missing_adapter_file(llm, tmp_path):
         llm.load_lora(tmp_path / "nope.gguf")
     with pytest.raises(ValidationError, match="is not loaded"):
         llm.remove_lora(tmp_path / "nope.gguf")
+
+
+def test_missing_adapter_file_names_the_adapter(llm, tmp_path):
+    path = tmp_path / "x.gguf"
+    with pytest.raises(ModelLoadError) as info:
+        llm.load_lora(path)
+    assert str(info.value) == f"[Llama.load_lora] cannot open LoRA adapter file '{path}': No such file or directory"

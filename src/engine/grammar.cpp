@@ -1,10 +1,8 @@
 #include "grammar.h"
 
 #include <llama.h>
-#include <unistd.h>
 
-#include <cstdio>
-#include <mutex>
+#include <stdexcept>
 
 #include "backend.h"
 #include "errors.h"
@@ -12,83 +10,73 @@
 #include "json.h"
 #include "model.h"
 
+#ifdef LLAMA_NB_GRAMMAR_PARSER
+#include "llama-grammar.h"  // llama.cpp's src/ (not installed): see CMakeLists.txt
+#endif
+
 namespace lcn {
 namespace {
 
-// llama.cpp's grammar parser reports the reason for a failure on stderr (fprintf), not
-// through its log. To hand that reason to the caller, stderr is redirected to a
-// temporary file for the duration of the parse. One capture at a time.
-std::mutex stderr_mutex;
-
-class StderrCapture {
-public:
-    StderrCapture() : lock_(stderr_mutex) {
-        std::fflush(stderr);
-        file_ = std::tmpfile();
-        saved_ = file_ != nullptr ? dup(STDERR_FILENO) : -1;
-        if (saved_ >= 0) dup2(fileno(file_), STDERR_FILENO);
-    }
-    ~StderrCapture() {
-        restore();
-        if (file_ != nullptr) std::fclose(file_);
-    }
-    StderrCapture(const StderrCapture&) = delete;
-    StderrCapture& operator=(const StderrCapture&) = delete;
-
-    std::string finish() {
-        restore();
-        std::string text;
-        if (file_ == nullptr) return text;
-        std::rewind(file_);
-        char buf[1024];
-        size_t n;
-        while ((n = std::fread(buf, 1, sizeof buf, file_)) > 0 && text.size() < 65536) text.append(buf, n);
-        std::fclose(file_);
-        file_ = nullptr;
-        return text;
-    }
-
-private:
-    void restore() {
-        if (saved_ >= 0) {
-            std::fflush(stderr);
-            dup2(saved_, STDERR_FILENO);
-            close(saved_);
-            saved_ = -1;
+#ifdef LLAMA_NB_GRAMMAR_PARSER
+// llama_grammar_parser::parse() prints the reason for a failure to stderr (fprintf) and
+// returns false. These are its steps (the pinned tree's src/llama-grammar.cpp) with the
+// reason caught instead, so validating a grammar never writes to the process's stderr.
+// Returns the reason, or "" when the grammar parses.
+std::string parse_error(const std::string& gbnf, const llama_vocab* vocab) {
+    llama_grammar_parser parser(vocab);
+    try {
+        const char* pos = gbnf.c_str();
+        // parse() starts with parse_space(src, true): blanks, newlines and # comments.
+        while (*pos == ' ' || *pos == '\t' || *pos == '\r' || *pos == '\n' || *pos == '#') {
+            if (*pos == '#') {
+                while (*pos != '\0' && *pos != '\r' && *pos != '\n') ++pos;
+            } else {
+                ++pos;
+            }
         }
+        while (*pos != '\0') pos = parser.parse_rule(pos);
+        for (const auto& rule : parser.rules) {
+            if (rule.empty()) throw std::runtime_error("Undefined rule");
+            for (const auto& elem : rule) {
+                if (elem.type != LLAMA_GRETYPE_RULE_REF ||
+                    (elem.value < parser.rules.size() && !parser.rules[elem.value].empty())) {
+                    continue;
+                }
+                for (const auto& [name, id] : parser.symbol_ids) {
+                    if (id == elem.value) throw std::runtime_error("Undefined rule identifier '" + name + "'");
+                }
+            }
+        }
+    } catch (const std::exception& e) {
+        // Messages such as "expecting ::= at <rest of the grammar>": keep the first line.
+        const std::string what = e.what();
+        return what.substr(0, what.find('\n'));
     }
-
-    std::lock_guard<std::mutex> lock_;
-    std::FILE* file_ = nullptr;
-    int saved_ = -1;
-};
-
-// The parser prints "...: error parsing grammar: <reason>\n\n<grammar>": keep the reason.
-std::string parser_reason(const std::string& captured) {
-    const std::string marker = "error parsing grammar: ";
-    const size_t at = captured.find(marker);
-    if (at == std::string::npos) return {};
-    const size_t start = at + marker.size();
-    return captured.substr(start, captured.find('\n', start) - start);
+    return {};
 }
+#endif
 
 }  // namespace
 
 void validate_grammar(const std::string& gbnf, const std::string& root, const Model* model) {
     if (gbnf.empty()) throw ValidationError("[LlamaGrammar] the grammar is empty");
     ensure_backend();
-    clear_error_messages();
-    StderrCapture capture;
-    llama_sampler* sampler =
-        llama_sampler_init_grammar(model != nullptr ? model->vocab() : nullptr, gbnf.c_str(), root.c_str());
-    const std::string parser_output = capture.finish();
-    if (sampler != nullptr) {
-        llama_sampler_free(sampler);
-        return;
+    const llama_vocab* vocab = model != nullptr ? model->vocab() : nullptr;
+    std::string reason;
+#ifdef LLAMA_NB_GRAMMAR_PARSER
+    reason = parse_error(gbnf, vocab);
+#endif
+    if (reason.empty()) {
+        // Parsed (or no parser header at build time): llama.cpp's own checks (root rule,
+        // left recursion) report through its log, which is captured per thread.
+        clear_error_messages();
+        llama_sampler* sampler = llama_sampler_init_grammar(vocab, gbnf.c_str(), root.c_str());
+        if (sampler != nullptr) {
+            llama_sampler_free(sampler);
+            return;
+        }
+        reason = last_error_messages();
     }
-    std::string reason = parser_reason(parser_output);
-    const std::string logged = last_error_messages();
-    if (!logged.empty()) reason += (reason.empty() ? "" : "; ") + logged;
     if (model == nullptr && reason.find("no vocab to parse token") != std::string::npos) return;
     if (reason.empty()) reason = "llama.cpp rejected the grammar";
     throw ValidationError("[LlamaGrammar] invalid grammar: " + reason);

@@ -6,7 +6,7 @@
 namespace lcn {
 
 std::shared_ptr<LoraAdapter> LoraAdapter::load(std::shared_ptr<Model> model, const std::string& path) {
-    check_gguf_file(path, "Llama.load_lora");
+    check_gguf_file(path, "Llama.load_lora", "LoRA adapter file");
     clear_error_messages();
     llama_adapter_lora* adapter = llama_adapter_lora_init(model->get(), path.c_str());
     if (adapter == nullptr) {

@@ -10,12 +10,12 @@
 namespace lcn {
 // Checks llama.cpp would otherwise report only through its log (or not at all):
 // a clear, specific reason is worth a few syscalls before the real load.
-void check_gguf_file(const std::string& path, const char* api) {
+void check_gguf_file(const std::string& path, const char* api, const char* what) {
     const std::string prefix = std::string("[") + api + "] ";
     if (path.empty()) throw ModelLoadError(prefix + "the path is empty");
     std::ifstream file(path, std::ios::binary);
     if (!file) {
-        throw ModelLoadError(prefix + "cannot open model file '" + path + "': " + std::strerror(errno));
+        throw ModelLoadError(prefix + "cannot open " + what + " '" + path + "': " + std::strerror(errno));
     }
     char magic[4] = {};
     file.read(magic, sizeof magic);

@@ -13,7 +13,7 @@
 namespace lcn {
 
 // Throws ModelLoadError unless `path` names a readable file starting with the GGUF magic.
-void check_gguf_file(const std::string& path, const char* api);
+void check_gguf_file(const std::string& path, const char* api, const char* what = "model file");
 
 struct ModelParams {
     std::string path;

@@ -22,6 +22,8 @@ class LlamaConfig:
     Attributes:
         model_path: GGUF file; optional here when given to ``Llama(model_path)``.
         n_ctx: context length in tokens (KV cache size); 0 takes the model's training length.
+            llama.cpp rounds it up to a multiple of 256 (``n_ctx=64`` gives 256 tokens);
+            ``Llama.n_ctx()`` returns the size actually allocated.
         n_batch: most tokens submitted to one ``llama_decode`` (prompt chunk size).
         n_ubatch: physical batch size; at most ``n_batch``.
         n_seq_max: sequences the context can hold at once.

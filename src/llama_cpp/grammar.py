@@ -41,10 +41,12 @@ class LlamaGrammar:
     @classmethod
     def from_json_schema(cls, schema: str | dict[str, Any]) -> LlamaGrammar:
         """A grammar accepting exactly the JSON documents valid under ``schema`` (a dict
-        or JSON text), converted by llama.cpp's json-schema-to-grammar. Conversions are
-        cached, so a repeated schema costs nothing."""
+        or JSON text), converted by llama.cpp's json-schema-to-grammar. Properties are
+        generated in the order the schema lists them (a dict's insertion order).
+        Conversions are cached, so a repeated schema costs nothing."""
         if isinstance(schema, dict):
-            text = json.dumps(schema, sort_keys=True)
+            # Not sort_keys: the order of "properties" is the order the model writes them in.
+            text = json.dumps(schema)
         elif isinstance(schema, str):
             text = schema
         else:
