@@ -1,7 +1,7 @@
 """The decode loop allocates nothing per token beyond what llama_decode allocates itself.
 
 Counted with a malloc/calloc/realloc counter preloaded into a subprocess. The baseline is
-llama.cpp's own: `Context.time_bare_decode` runs llama_decode alone, one token at a time, as
+llama.cpp's own: `_core.testing.time_bare_decode` runs llama_decode alone, one token at a time, as
 llama-bench does. Our loop (sampling, stop strings, text, the stream's queue) may only add
 amortized growth of the result (its token list and text), never a steady allocation per token.
 Each count is the fewest of three calls: llama.cpp's CUDA backend evicts CUDA graphs unused for
@@ -37,7 +37,7 @@ PROBE = textwrap.dedent(
     import ctypes, json, sys
     count = ctypes.CDLL(None).alloc_count
     count.restype = ctypes.c_ulong
-    from llama_cpp import Llama, SamplingParams
+    from llama_cpp import Llama, SamplingParams, _core
     llm = Llama(sys.argv[1], n_ctx=512, n_threads=2)
     eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
     greedy = SamplingParams(temperature=0.0, logit_bias=eog)
@@ -55,7 +55,7 @@ PROBE = textwrap.dedent(
         return (allocations(72) - allocations(8)) / 64
 
     print(json.dumps({
-        "llama_decode": per_token(lambda n: llm._context.time_bare_decode(n, False)),
+        "llama_decode": per_token(lambda n: _core.testing.time_bare_decode(llm._context, n, False)),
         "generate": per_token(lambda n: llm.generate(prompt, max_tokens=n, sampling=greedy)),
         "generate_stream": per_token(lambda n: list(llm.generate_stream(prompt, max_tokens=n, sampling=greedy))),
         "stop_strings": per_token(lambda n: llm.generate(prompt, max_tokens=n, sampling=greedy,

@@ -131,11 +131,9 @@ def test_prompts_admitted_together_share_a_decode(smollm2_path):
                 return_exceptions=True,
             )
 
-        pool._engine.reset_timings()
         *answers, too_long = run(main())
         assert answers == expected
         assert isinstance(too_long, ValidationError) and "the prompt has" in str(too_long)
-        assert pool._engine.timings()["admissions"] == 3  # the too-long prompt is refused at the call
         assert pool._engine.active == 0
 
 
@@ -324,8 +322,5 @@ def test_sampling_threads_do_not_change_answers(smollm2_path):
     for threads in (1, 2):
         with LlamaPool(smollm2_path, pool_size=4, n_ctx=256, n_threads=2, sampling_threads=threads) as pool:
             assert pool._engine.sampling_threads == threads
-            pool._engine.reset_timings()
             answers.append(run(pool.generate_batch(PROMPTS[:4], max_tokens=12, sampling=GREEDY)))
-            timings = pool._engine.timings()
-            assert timings["steps"] >= 11 and timings["decode_ms"] > 0 and timings["sample_ms"] > 0
     assert answers[0] == answers[1]

@@ -66,9 +66,9 @@ std::vector<llama_token> Model::tokenize(std::string_view text, bool add_special
     return tokens;
 }
 
-void Model::check_token(llama_token token, const char* api) const {
+void Model::check_token(llama_token token, const char* what) const {
     if (token < 0 || token >= n_vocab()) {
-        throw ValidationError(std::string("[") + api + "] token id " + std::to_string(token) +
+        throw ValidationError(std::string(what) + " token id " + std::to_string(token) +
                               " is out of range (vocabulary has " + std::to_string(n_vocab()) + " tokens)");
     }
 }
@@ -84,7 +84,7 @@ std::string Model::token_to_piece(llama_token token, bool render_special) const 
 }
 
 std::string Model::detokenize(const std::vector<llama_token>& tokens, bool render_special) const {
-    for (llama_token t : tokens) check_token(t, "Llama.detokenize");
+    for (llama_token t : tokens) check_token(t, "[Llama.detokenize]");
     std::string text;
     for (llama_token t : tokens) text += token_to_piece(t, render_special);
     return text;

@@ -10,8 +10,30 @@ import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from . import _core
+
 T = TypeVar("T")
 _ITEM, _END, _ERROR = 0, 1, 2
+
+
+async def run_cancellable(run: Callable[[_core.CancelToken], T]) -> T:
+    """``run(token)`` on a worker thread. If the awaiting task is cancelled (asyncio.run does
+    that on Ctrl-C), the token stops decoding within one token, and the cancellation
+    propagates only once ``run`` has returned: the instance is idle by then."""
+    token = _core.CancelToken()
+    future = asyncio.get_running_loop().run_in_executor(None, run, token)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        token.cancel()
+        while not future.done():
+            try:
+                await asyncio.wait([future])
+            except asyncio.CancelledError:  # cancelled again: still wait for the worker
+                pass
+        if not future.cancelled():
+            future.exception()  # its error (the cancellation itself) is not the caller's
+        raise
 
 
 class AsyncStream(Generic[T]):

@@ -14,15 +14,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from . import _core
+from ._errors import api_errors
 
 
 class GenerationStream:
     """Iterator of text pieces from a generation running on a background thread.
     ``result`` holds the final GenerationResult once the iterator is exhausted."""
 
-    def __init__(self, start: Callable[[], Any]) -> None:
-        self._start: Callable[[], Any] | None = start
-        self._stream: Any = None  # _core.Stream once started
+    def __init__(self, start: Callable[[], _core.Stream], api: str) -> None:
+        self._start: Callable[[], _core.Stream] | None = start
+        self._api = api  # names the public method on the generation's errors
+        self._stream: _core.Stream | None = None
         self._result: Any = None  # converted once, when the generation has ended
         self._finished = False
 
@@ -58,10 +60,11 @@ class GenerationStream:
                 raise
         piece = self._stream.get()
         if piece is not None:
-            return piece  # type: ignore[no-any-return]
+            return piece
         self._finished = True
         self._stream.wait()
-        self._result = self._stream.result()  # raises the generation's error, if any
+        with api_errors(self._api):
+            self._result = self._stream.result()  # raises the generation's error, if any
         raise StopIteration
 
     def close(self) -> None:

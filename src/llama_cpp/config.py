@@ -33,11 +33,6 @@ class LlamaConfig:
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
-        device_sampling: sample greedy requests (temperature 0, logit biases allowed, no
-            penalties, grammar or logprobs) inside the model's graph, so only the chosen token
-            leaves the device (llama.cpp's backend sampling). Off by default: on an H100 it
-            measured slower than sampling on the host (BENCHMARKS.md). Other requests always
-            sample on the host.
         cpu_poll: how hard llama.cpp's CPU threads busy-wait for the next graph, 0 (sleep at
             once) to 100 (llama.cpp's ``--poll``); ``None``: 0 when the whole model is on a GPU
             (those threads then have next to nothing to do, and spinning measured slower),
@@ -62,7 +57,6 @@ class LlamaConfig:
     n_gpu_layers: int = -1
     offload_kqv: bool = True
     flash_attn: bool | None = None
-    device_sampling: bool = False
     cpu_poll: int | None = None
     use_mmap: bool = True
     embeddings: bool = False
@@ -90,7 +84,6 @@ class LlamaConfig:
             require_bool(_API, name, getattr(self, name))
         if self.flash_attn is not None:
             require_bool(_API, "flash_attn", self.flash_attn)
-        require_bool(_API, "device_sampling", self.device_sampling)
         if self.cpu_poll is not None:
             require_int(_API, "cpu_poll", self.cpu_poll, minimum=0, maximum=100)
         if self.seed is not None:
@@ -126,7 +119,6 @@ class LlamaConfig:
         params.offload_kqv = self.offload_kqv
         params.embeddings = self.embeddings
         params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
-        params.device_sampling = self.device_sampling
         params.cpu_poll = -1 if self.cpu_poll is None else self.cpu_poll
         params.pooling_type = -1 if self.pooling_type is None else _POOLING[self.pooling_type]
         return params

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import threading
 import warnings
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Literal, overload
 
 from . import _core, _openai
-from ._async import AsyncStream
+from ._async import AsyncStream, run_cancellable
+from ._errors import api_errors
 from ._streaming import GenerationStream
 from ._validate import require_bool, require_float, require_int
 from .config import LlamaConfig
@@ -30,45 +32,43 @@ _live_lock = threading.Lock()
 _EMBEDDING_SEQUENCES = 16
 
 
-@dataclass(frozen=True)
-class _Request:
-    """A validated generation request, in the form C++ takes."""
-
-    tokens: list[int]
-    max_tokens: int  # 0: no limit
-    sampling: Any  # _core.SamplingConfig
-    stops: list[str]
-    logprobs: int  # -1: none
+# Set by the async twins while they call a sync method in the caller's frame: the method then
+# returns a _Deferred (its validated job and how to shape the result) instead of generating.
+_defer_run: contextvars.ContextVar[bool] = contextvars.ContextVar("llama_cpp_defer_run", default=False)
 
 
 class _Generation:
     """A validated generation request of one ``Llama``: run here, or streamed."""
 
-    def __init__(self, llm: Llama, api: str, request: _Request, reuse_prefix: bool) -> None:
+    def __init__(self, llm: Llama, api: str, request: _core.GenerationRequest) -> None:
         self._llm = llm
         self._api = api
         self._request = request
-        self._reuse_prefix = reuse_prefix
 
-    def run(self, on_text: Any = None) -> Any:
-        """Generates on this thread (GIL released); returns the C++ GenerationResult."""
-        req, llm = self._request, self._llm
-        with llm._lock:
-            live = llm._require_context(self._api)
-            return live.generate(req.tokens, req.max_tokens, req.sampling, req.stops, self._reuse_prefix,
-                                 False, req.logprobs, on_text)
+    def run(self, cancel: _core.CancelToken | None = None) -> _core.GenerationResult:
+        """Generates on this thread (GIL released); ``cancel`` stops it within one token, and
+        so does Ctrl-C on the main thread (KeyboardInterrupt)."""
+        llm = self._llm
+        with llm._lock, api_errors(f"Llama.{self._api}"):
+            return llm._require_context(self._api).generate(self._request, cancel)
 
     def stream(self) -> GenerationStream:
-        return GenerationStream(self._start)
+        return GenerationStream(self._start, f"Llama.{self._api}")
 
-    def _start(self) -> Any:
-        req, llm = self._request, self._llm
-        with llm._lock:
-            live = llm._require_context(self._api)
-            stream = live.start_stream(req.tokens, req.max_tokens, req.sampling, req.stops, self._reuse_prefix,
-                                       False, req.logprobs)
+    def _start(self) -> _core.Stream:
+        llm = self._llm
+        with llm._lock, api_errors(f"Llama.{self._api}"):
+            stream = llm._require_context(self._api).start_stream(self._request)
             llm._last_stream = stream
             return stream
+
+
+class _Deferred:
+    """A sync method's validated job and the function that shapes its result (see _defer_run)."""
+
+    def __init__(self, job: _Generation, finish: Callable[[_core.GenerationResult], Any]) -> None:
+        self.job = job
+        self.finish = finish
 
 
 class LoraAdapter:
@@ -113,8 +113,8 @@ class Llama:
     def __init__(
         self, model_path: str | os.PathLike[str] | None = None, *, config: LlamaConfig | None = None, **overrides: Any
     ) -> None:
-        self._model: Any = None
-        self._context: Any = None
+        self._model: _core.Model | None = None
+        self._context: _core.Context | None = None
         self._chat_template: Any = None
         self._adapters: list[LoraAdapter] = []
         unknown = set(overrides) - LlamaConfig.field_names()
@@ -130,7 +130,7 @@ class Llama:
             raise ValidationError("[Llama] model_path is required")
         self.config = config
         self._lock = threading.RLock()
-        self._last_stream: Any = None  # the C++ side of the latest stream, cancelled by close()
+        self._last_stream: _core.Stream | None = None  # the latest stream, cancelled by close()
         if config.verbose:
             warnings.warn(
                 "verbose=True raises llama.cpp's log level for the whole process, not only this instance",
@@ -180,13 +180,13 @@ class Llama:
         with self._lock:
             self._require_context("reset").clear()
 
-    def _require_model(self, api: str) -> Any:
+    def _require_model(self, api: str) -> _core.Model:
         model = self._model
         if model is None:
             raise LlamaError(f"[Llama.{api}] this Llama instance is closed")
         return model
 
-    def _require_context(self, api: str) -> Any:
+    def _require_context(self, api: str) -> _core.Context:
         self._require_model(api)
         if self._context is None:
             raise LlamaError(f"[Llama.{api}] the model was loaded with vocab_only=True: it cannot generate")
@@ -358,7 +358,7 @@ class Llama:
         *,
         logprobs: int = -1,
         owner: str = "Llama",
-    ) -> _Request:
+    ) -> _core.GenerationRequest:
         """Validates a generation request and turns it into what C++ takes; errors name
         ``owner.api``."""
         full_api = f"{owner}.{api}"
@@ -373,7 +373,7 @@ class Llama:
         stops = _stop_list(full_api, stop)
         context = self._require_context(api)
         if isinstance(prompt, str):
-            tokens = list(self._model.tokenize(prompt, True, True))
+            tokens = list(self._require_model(api).tokenize(prompt, True, True))
         else:
             tokens = _token_list(full_api, prompt)
         if not tokens:
@@ -388,7 +388,13 @@ class Llama:
         if grammar is not None:
             native.grammar = grammar.gbnf
             native.grammar_root = grammar.root
-        return _Request(tokens, max_tokens or 0, native, stops, logprobs)
+        request = _core.GenerationRequest()
+        request.prompt = tokens
+        request.max_tokens = max_tokens or 0
+        request.sampling = native
+        request.stop = stops
+        request.logprobs = logprobs
+        return request
 
     def _prepare(
         self,
@@ -405,7 +411,8 @@ class Llama:
         """Validates a generation request; the returned object runs or streams it."""
         require_bool(f"Llama.{api}", "reset_kv_cache", reset_kv_cache)
         req = self._request(api, prompt, max_tokens, sampling, stop, grammar, logprobs=logprobs)
-        return _Generation(self, api, req, not reset_kv_cache)
+        req.reuse_prefix = not reset_kv_cache
+        return _Generation(self, api, req)
 
     # ---- OpenAI-shaped completions (llama-cpp-python's dicts) ---------------------------------
 
@@ -452,9 +459,8 @@ class Llama:
         name = model or self.model_path
         if stream:
             return _openai.completion_chunks(job.stream(), name, prompt_text if echo else "")
-        result = job.run()
-        return _openai.completion(result, name, prompt_text if echo else "", self._piece_texts(result)
-                                  if logprobs is not None else None)
+        return self._complete(job, lambda result: _openai.completion(  # type: ignore[no-any-return]
+            result, name, prompt_text if echo else "", self._piece_texts(result) if logprobs is not None else None))
 
     __call__ = create_completion
 
@@ -506,8 +512,14 @@ class Llama:
         name = model or self.model_path
         if stream:
             return _openai.chat_chunks(job.stream(), name)
-        result = job.run()
-        return _openai.chat_completion(result, name, self._piece_texts(result) if logprobs else None)
+        return self._complete(job, lambda result: _openai.chat_completion(  # type: ignore[no-any-return]
+            result, name, self._piece_texts(result) if logprobs else None))
+
+    def _complete(self, job: _Generation, finish: Callable[[_core.GenerationResult], Any]) -> Any:
+        """Runs ``job`` and shapes its result; under an async twin, hands both back instead."""
+        if _defer_run.get():
+            return _Deferred(job, finish)
+        return finish(job.run())
 
     def _chat_prompt(
         self,
@@ -531,7 +543,7 @@ class Llama:
             self._chat_template = _core.ChatTemplate(self._require_model(api), self.config.chat_format or "")
         return self._chat_template
 
-    def _piece_texts(self, result: Any) -> dict[int, str]:
+    def _piece_texts(self, result: _core.GenerationResult) -> dict[int, str]:
         """Text of every token that appears in a result's tokens or top alternatives."""
         model = self._require_model("logprobs")
         ids = set(result.tokens)
@@ -572,7 +584,7 @@ class Llama:
             raise ValidationError(f"[{full_api}] input must be a str or a list of str")
         with self._lock:
             context = self._require_context(api)
-            tokens = [list(self._model.tokenize(t, True, False)) for t in texts]
+            tokens = [list(self._require_model(api).tokenize(t, True, False)) for t in texts]
             vectors = context.embed(tokens, normalize)
         return [list(v) for v in vectors], sum(len(t) for t in tokens)
 
@@ -601,7 +613,7 @@ class Llama:
                                           reset_kv_cache=reset_kv_cache, grammar=grammar)
             return AsyncStream(lambda: pieces)
         job = self._prepare("generate_async", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
-        result = await asyncio.get_running_loop().run_in_executor(None, job.run)
+        result = await run_cancellable(job.run)
         return str(result.text)
 
     async def create_completion_async(self, prompt: str | Sequence[int], **kwargs: Any) -> Any:
@@ -620,12 +632,18 @@ class Llama:
         return await asyncio.get_running_loop().run_in_executor(None, call)
 
     async def _async_call(self, method: Any, first: Any, **kwargs: Any) -> Any:
-        call = functools.partial(method, first, **kwargs)
         if kwargs.get("stream"):
             # Validation and prompt rendering happen here; decoding starts on iteration.
-            chunks = call()
+            chunks = method(first, **kwargs)
             return AsyncStream(lambda: chunks)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
+        # Validation and prompt rendering here, in the caller's frame; decoding on a worker
+        # thread, stopped within one token if this task is cancelled.
+        token = _defer_run.set(True)
+        try:
+            deferred = method(first, **kwargs)
+        finally:
+            _defer_run.reset(token)
+        return deferred.finish(await run_cancellable(deferred.job.run))
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -664,7 +682,7 @@ class Llama:
         scale = require_float("Llama.load_lora", "scale", scale)
         with self._lock:
             context = self._require_context("load_lora")
-            handle = _core.LoraAdapter.load(self._model, os.fspath(path))
+            handle = _core.LoraAdapter.load(self._require_model("load_lora"), os.fspath(path))
             adapter = LoraAdapter(handle, os.fspath(path), scale)
             self._apply_adapters(context, [*self._adapters, adapter])
         return adapter

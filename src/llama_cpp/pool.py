@@ -13,14 +13,13 @@ from dataclasses import replace
 from typing import Any, cast
 
 from . import _core, _openai
+from ._errors import with_api
 from ._validate import require_int
 from .config import LlamaConfig
-from .errors import GenerationError, LlamaError, ValidationError
+from .errors import LlamaError, ValidationError
 from .grammar import LlamaGrammar
-from .llama import Llama, _chat_sampling, _live_instances, _live_lock, _Request
+from .llama import Llama, _chat_sampling, _live_instances, _live_lock
 from .sampling import SamplingParams
-
-_ERRORS = {1: ValidationError, 2: GenerationError, 3: LlamaError}
 
 
 class _Job:
@@ -29,8 +28,10 @@ class _Job:
 
     _ids = itertools.count()
 
-    def __init__(self, request: _Request, on_piece: Any = None) -> None:
+    def __init__(self, api: str, request: _core.GenerationRequest, on_piece: Any = None) -> None:
+        self.api = f"LlamaPool.{api}"  # named on the request's errors
         self.request = request
+        request.stream = on_piece is not None
         self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
         self.on_piece = on_piece
         self.cancelled = threading.Event()
@@ -105,10 +106,12 @@ class LlamaPool:
         config = replace(config, n_ctx=per_request_ctx * pool_size)
         self.pool_size = pool_size
         self._llm = Llama(model_path, config=config)
-        self._context = self._llm._context
+        context = self._llm._context
+        assert context is not None  # a pool's Llama is never vocab_only
+        self._context: _core.Context = context
         if sampling_threads is None:
             sampling_threads = 0 if self._context.whole_model_on_gpu else 1  # 0: the engine picks
-        self._engine = _core.BatchEngine(self._context, sampling_threads)
+        self._engine: _core.BatchEngine = _core.BatchEngine(self._context, sampling_threads)
         self._cond = threading.Condition()
         self._pending: collections.deque[_Job] = collections.deque()
         self._closed = False
@@ -201,16 +204,12 @@ class LlamaPool:
                     starting.append(job)
             if starting:
                 # Prompts admitted together are decoded together; a failing request fails alone.
-                events = engine.add_many([
-                    (j.request.tokens, j.request.max_tokens, j.request.sampling, j.request.stops,
-                     j.request.logprobs, j.on_piece is not None)
-                    for j in starting
-                ])
+                events = engine.add_many([j.request for j in starting])
                 for job, event in zip(starting, events):
-                    if event[0] < 0:
-                        job.fail(_ERRORS[event[4]](event[5]))
+                    if event.error is not None and event.slot < 0:
+                        job.fail(with_api(job.api, event.error))
                     else:
-                        active[event[0]] = job
+                        active[event.slot] = job
                         self._dispatch(active, event)
             for slot, job in list(active.items()):
                 if job.cancelled.is_set():
@@ -226,23 +225,22 @@ class LlamaPool:
             except LlamaError as exc:
                 for slot, job in active.items():
                     engine.cancel(slot)
-                    job.fail(exc)
+                    job.fail(with_api(job.api, exc))
                 active.clear()
                 continue
             for event in events:
                 self._dispatch(active, event)
 
     @staticmethod
-    def _dispatch(active: dict[int, _Job], event: tuple[Any, ...]) -> None:
-        slot, text, finished, result, error_kind, error = event
-        job = active[slot]
-        job.emit(text)
-        if finished:
-            del active[slot]
-            if error_kind:
-                job.fail(_ERRORS[error_kind](error))
+    def _dispatch(active: dict[int, _Job], event: _core.SlotEvent) -> None:
+        job = active[event.slot]
+        job.emit(event.text)
+        if event.finished:
+            del active[event.slot]
+            if event.error is not None:
+                job.fail(with_api(job.api, event.error))
             else:
-                job.finish(result)
+                job.finish(event.result)
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -255,7 +253,7 @@ class LlamaPool:
         stop: str | Sequence[str] | None,
         grammar: LlamaGrammar | None,
         logprobs: int = -1,
-    ) -> _Request:
+    ) -> _core.GenerationRequest:
         """Validates a request now, in the caller's frame (a bad argument raises here)."""
         if self._closed:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
@@ -272,7 +270,7 @@ class LlamaPool:
         grammar: LlamaGrammar | None = None,
     ) -> concurrent.futures.Future[str]:
         """Queues a generation; the future's result is the text (for threaded code)."""
-        job = self._enqueue(_Job(self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
+        job = self._enqueue(_Job("submit", self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
         text: concurrent.futures.Future[str] = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future[Any]) -> None:
@@ -309,7 +307,7 @@ class LlamaPool:
     ) -> str:
         """Generates a continuation of ``prompt`` (the arguments of :meth:`Llama.generate`).
         Cancelling the awaiting task frees the request's sequence at the next step."""
-        job = self._enqueue(_Job(self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
+        job = self._enqueue(_Job("generate", self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
         return str((await self._await(job)).text)
 
     async def generate_batch(
@@ -341,7 +339,8 @@ class LlamaPool:
         (``async for piece in pool.generate_stream(...)``). Arguments are checked now; the
         request is queued when iteration starts. Leaving the loop early frees the request's
         sequence at the next step."""
-        return _Stream(self, self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
+        return _Stream(self, "generate_stream",
+                       self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
 
     async def create_chat_completion(
         self,
@@ -383,8 +382,8 @@ class LlamaPool:
                                 grammar, n_logprobs)
         name = model or self._llm.model_path
         if stream:
-            return _chat_stream(_Stream(self, request), name)
-        job = self._enqueue(_Job(request))
+            return _chat_stream(_Stream(self, "create_chat_completion", request), name)
+        job = self._enqueue(_Job("create_chat_completion", request))
         result = await self._await(job)
         return _openai.chat_completion(result, name, self._llm._piece_texts(result) if logprobs else None)
 
@@ -405,8 +404,8 @@ class _Stream:
     first iteration; leaving early (break, an exception, or ``aclose()``) cancels it, which
     frees its sequence at the scheduler's next step."""
 
-    def __init__(self, pool: LlamaPool, request: _Request) -> None:
-        self._pool, self._request = pool, request
+    def __init__(self, pool: LlamaPool, api: str, request: _core.GenerationRequest) -> None:
+        self._pool, self._api, self._request = pool, api, request
         self._pieces: AsyncGenerator[str, None] | None = None
         self.result: Any = None
 
@@ -426,7 +425,8 @@ class _Stream:
     async def _run(self) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        job = self._pool._enqueue(_Job(self._request, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
+        job = self._pool._enqueue(_Job(self._api, self._request,
+                                       lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
         try:
             while True:
                 item = await queue.get()
