@@ -78,9 +78,13 @@ def test_cancelling_generate_async_stops_decoding(smollm2_path):
     with Llama(smollm2_path, n_ctx=4096, n_threads=2) as llm:
         expected = llm.generate("The capital of France is", max_tokens=12, sampling=SamplingParams.greedy())
 
-        async def cancel_after(coro, delay: float) -> None:
+        async def cancel_once_decoding(coro) -> None:
+            llm.perf_reset()
             task = asyncio.ensure_future(coro)
-            await asyncio.sleep(delay)
+            # Cancel once the first generated token is decoded (perf() reads llama.cpp's counters
+            # without the instance's lock): no delay to tune to the machine's speed.
+            while not task.done() and llm.perf()["n_eval"] < 1:
+                await asyncio.sleep(0.005)
             task.cancel()
             try:
                 await task
@@ -100,9 +104,8 @@ def test_cancelling_generate_async_stops_decoding(smollm2_path):
                                                      max_tokens=N_TOKENS, temperature=0.0,
                                                      logit_bias=dict.fromkeys(range(3), -1e9)),
         ):
-            asyncio.run(cancel_after(make(), 2.0))
-            # Stopped long before max_tokens (0 when the cancel caught the prompt's decode, whose
-            # cells are then dropped).
+            asyncio.run(cancel_once_decoding(make()))
+            # Stopped long before max_tokens.
             cached = len(llm.cached_tokens())
             assert cached < N_TOKENS // 2, cached
             assert llm.generate("The capital of France is", max_tokens=12, sampling=SamplingParams.greedy()) == expected

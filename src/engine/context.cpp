@@ -283,7 +283,7 @@ struct Reader {
     size_t pos = 0;
     template <typename T>
     T get() {
-        if (data.size() - pos < sizeof(T)) throw ValidationError("[Llama.set_state] the state data is truncated");
+        if (data.size() - pos < sizeof(T)) throw ValidationError("the state data is truncated");
         T value;
         std::memcpy(&value, data.data() + pos, sizeof value);
         pos += sizeof value;
@@ -313,35 +313,35 @@ std::string Context::get_state() const {
 
 void Context::set_state(const std::string& data) {
     if (data.size() < sizeof kStateMagic || std::memcmp(data.data(), kStateMagic, sizeof kStateMagic) != 0) {
-        throw ValidationError("[Llama.set_state] not a llama-cpp-nanobind state (bad magic bytes)");
+        throw ValidationError("not a llama-cpp-nanobind state (bad magic bytes)");
     }
     Reader r{data, sizeof kStateMagic};
-    if (r.get<uint32_t>() != kStateVersion) throw ValidationError("[Llama.set_state] unsupported state version");
+    if (r.get<uint32_t>() != kStateVersion) throw ValidationError("unsupported state version");
     if (!(r.get<Fingerprint>() == fingerprint_of(*model_))) {
-        throw ValidationError("[Llama.set_state] the state was saved from a different model");
+        throw ValidationError("the state was saved from a different model");
     }
     const auto n_seq = r.get<uint32_t>();
     if (n_seq != cached_.size()) {
-        throw ValidationError("[Llama.set_state] the state has " + std::to_string(n_seq) +
+        throw ValidationError("the state has " + std::to_string(n_seq) +
                               " sequences but this context has n_seq_max=" + std::to_string(cached_.size()));
     }
     std::vector<std::vector<llama_token>> cached(n_seq);
     for (auto& tokens : cached) {
         const auto n = r.get<uint64_t>();
         if (n > n_ctx_seq() || (data.size() - r.pos) / sizeof(llama_token) < n) {
-            throw ValidationError("[Llama.set_state] the state data is corrupt (token count)");
+            throw ValidationError("the state data is corrupt (token count)");
         }
         tokens.resize(static_cast<size_t>(n));
         std::memcpy(tokens.data(), data.data() + r.pos, tokens.size() * sizeof(llama_token));
         r.pos += tokens.size() * sizeof(llama_token);
     }
     const auto size = r.get<uint64_t>();
-    if (size != data.size() - r.pos) throw ValidationError("[Llama.set_state] the state data is truncated");
+    if (size != data.size() - r.pos) throw ValidationError("the state data is truncated");
     clear_error_messages();
     const size_t read = llama_state_set_data(ctx_, reinterpret_cast<const uint8_t*>(data.data() + r.pos), size);
     if (read == 0) {
         clear();
-        throw ValidationError("[Llama.set_state] llama.cpp rejected the state: " + last_error_messages());
+        throw ValidationError("llama.cpp rejected the state: " + last_error_messages());
     }
     cached_ = std::move(cached);
 }
@@ -354,7 +354,7 @@ void Context::set_adapters(const std::vector<std::pair<std::shared_ptr<LoraAdapt
         scales.push_back(scale);
     }
     if (llama_set_adapters_lora(ctx_, handles.data(), handles.size(), scales.data()) != 0) {
-        throw ValidationError("[Llama.load_lora] llama.cpp could not apply the adapters");
+        throw ValidationError("llama.cpp could not apply the adapters");
     }
     adapters_ = adapters;
 }
@@ -365,12 +365,12 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
     const bool encoder_only = llama_model_has_encoder(model_->get()) && !llama_model_has_decoder(model_->get());
     const size_t max_tokens = std::min<size_t>(n_batch(), n_ctx());
     for (const auto& tokens : inputs) {
-        if (tokens.empty()) throw ValidationError("[Llama.embed] an input has no tokens");
+        if (tokens.empty()) throw ValidationError("an input has no tokens");
         if (tokens.size() > max_tokens) {
-            throw ValidationError("[Llama.embed] an input has " + std::to_string(tokens.size()) +
+            throw ValidationError("an input has " + std::to_string(tokens.size()) +
                                   " tokens; at most " + std::to_string(max_tokens) + " fit (n_batch, n_ctx)");
         }
-        for (llama_token t : tokens) model_->check_token(t, "[Llama.embed]");
+        for (llama_token t : tokens) model_->check_token(t, "");
     }
     std::vector<std::vector<float>> out(inputs.size());
     size_t next = 0;
@@ -388,20 +388,20 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
             ++next;
         }
         const int32_t rc = encoder_only ? llama_encode(ctx_, batch_) : llama_decode(ctx_, batch_);
-        if (rc != 0) throw GenerationError("[Llama.embed] llama.cpp failed to compute embeddings (code " +
+        if (rc != 0) throw GenerationError("llama.cpp failed to compute embeddings (code " +
                                            std::to_string(rc) + ")");
         for (size_t k = 0; k < members.size(); ++k) {
             const auto [index, first] = members[k];
             std::vector<float> v(static_cast<size_t>(n_embd), 0.0f);
             if (pooling != LLAMA_POOLING_TYPE_NONE) {
                 const float* e = llama_get_embeddings_seq(ctx_, static_cast<llama_seq_id>(k));
-                if (e == nullptr) throw GenerationError("[Llama.embed] llama.cpp returned no pooled embedding");
+                if (e == nullptr) throw GenerationError("llama.cpp returned no pooled embedding");
                 std::copy(e, e + n_embd, v.begin());
             } else {
                 const size_t n = inputs[index].size();
                 for (size_t i = 0; i < n; ++i) {
                     const float* e = llama_get_embeddings_ith(ctx_, first + static_cast<int32_t>(i));
-                    if (e == nullptr) throw GenerationError("[Llama.embed] llama.cpp returned no token embedding");
+                    if (e == nullptr) throw GenerationError("llama.cpp returned no token embedding");
                     for (int32_t d = 0; d < n_embd; ++d) v[static_cast<size_t>(d)] += e[d] / static_cast<float>(n);
                 }
             }

@@ -21,7 +21,7 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
     std::vector<llama_logit_bias> biases;
     biases.reserve(c.logit_bias.size());
     for (const auto& [token, bias] : c.logit_bias) {
-        model.check_token(token, "[SamplingParams.logit_bias]");
+        model.check_token(token, "logit_bias:");
         biases.push_back({token, bias});
     }
     llama_sampler* grammar = nullptr;

@@ -42,7 +42,9 @@ class LlamaConfig:
         pooling_type: how token embeddings become one vector: ``"mean"``, ``"cls"``,
             ``"last"``, ``"rank"`` or ``"none"``; ``None`` takes the model's.
         seed: default sampling seed; ``None`` (or ``-1``) draws a fresh one for every call.
-        verbose: forward llama.cpp's info log to stderr. The log level is process-wide.
+        verbose: forward llama.cpp's info log to stderr. The log level is process-wide: it stays
+            raised for every instance until :func:`~llama_cpp.reset_logging`, and ``verbose=False``
+            (the default) does not lower it, so it does not silence another instance's ``verbose=True``.
         vocab_only: load only the vocabulary (tokenize/detokenize, no generation).
         chat_format: a llama.cpp built-in chat template name, for chat completions.
     """

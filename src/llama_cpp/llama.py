@@ -133,7 +133,9 @@ class Llama:
         self._last_stream: _core.Stream | None = None  # the latest stream, cancelled by close()
         if config.verbose:
             warnings.warn(
-                "verbose=True raises llama.cpp's log level for the whole process, not only this instance",
+                "verbose=True raises llama.cpp's log level for the whole process, not only this instance: "
+                "the level is process-wide, and another instance's verbose=False does not lower it "
+                "(reset_logging() does)",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -235,7 +237,8 @@ class Llama:
     @property
     def chat_template(self) -> str:
         """Source of the chat template in use (the model's Jinja, or a built-in's name)."""
-        return str(self._template("chat_template").source)
+        with api_errors("Llama.chat_template"):
+            return str(self._template("chat_template").source)
 
     # ---- tokens --------------------------------------------------------------------------------
 
@@ -251,13 +254,17 @@ class Llama:
             raise ValidationError(f"[Llama.tokenize] text must be str or bytes, got {type(text).__name__}")
         require_bool("Llama.tokenize", "add_bos", add_bos)
         require_bool("Llama.tokenize", "special", special)
-        return list(self._require_model("tokenize").tokenize(text, add_bos, special))
+        model = self._require_model("tokenize")
+        with api_errors("Llama.tokenize"):
+            return list(model.tokenize(text, add_bos, special))
 
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> bytes:
         """The UTF-8 bytes of ``tokens`` (as llama-cpp-python: bytes, since a token
         may end inside a multi-byte character). ``special`` renders special tokens."""
         ids = _token_list("Llama.detokenize", tokens)
-        return bytes(self._require_model("detokenize").detokenize(ids, special))
+        model = self._require_model("detokenize")
+        with api_errors("Llama.detokenize"):
+            return bytes(model.detokenize(ids, special))
 
     def cached_tokens(self) -> list[int]:
         """Token ids the KV cache holds now: what ``reset_kv_cache=False`` can reuse."""
@@ -373,7 +380,8 @@ class Llama:
         stops = _stop_list(full_api, stop)
         context = self._require_context(api)
         if isinstance(prompt, str):
-            tokens = list(self._require_model(api).tokenize(prompt, True, True))
+            with api_errors(full_api):
+                tokens = list(self._require_model(api).tokenize(prompt, True, True))
         else:
             tokens = _token_list(full_api, prompt)
         if not tokens:
@@ -534,7 +542,7 @@ class Llama:
         ``response_format`` asks for)."""
         pairs = _openai.chat_messages(api, messages)
         grammar = _openai.grammar_for(api, response_format, grammar)
-        with self._lock:
+        with self._lock, api_errors(api):
             prompt, template_stops = self._template(api.rsplit(".", 1)[-1]).render(pairs, True)
         return str(prompt), _stop_list(api, stop) + [s for s in template_stops if s], grammar
 
@@ -578,11 +586,12 @@ class Llama:
     def _embed(self, api: str, texts: Sequence[str], normalize: bool) -> tuple[list[list[float]], int]:
         full_api = f"Llama.{api}"
         require_bool(full_api, "normalize", normalize)
+        self._require_model(api)  # a closed instance says so before anything else
         if not self.config.embeddings:
             raise ValidationError(f"[{full_api}] embeddings need LlamaConfig(embeddings=True)")
         if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
             raise ValidationError(f"[{full_api}] input must be a str or a list of str")
-        with self._lock:
+        with self._lock, api_errors(full_api):
             context = self._require_context(api)
             tokens = [list(self._require_model(api).tokenize(t, True, False)) for t in texts]
             vectors = context.embed(tokens, normalize)
@@ -658,7 +667,7 @@ class Llama:
         for a state of another model."""
         if not isinstance(state, (bytes, bytearray, memoryview)):
             raise ValidationError(f"[Llama.set_state] state must be bytes, got {type(state).__name__}")
-        with self._lock:
+        with self._lock, api_errors("Llama.set_state"):
             self._require_context("set_state").set_state(bytes(state))
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
@@ -680,7 +689,7 @@ class Llama:
         across :meth:`reset` until removed. The KV cache is cleared, since it was computed
         without the adapter."""
         scale = require_float("Llama.load_lora", "scale", scale)
-        with self._lock:
+        with self._lock, api_errors("Llama.load_lora"):
             context = self._require_context("load_lora")
             handle = _core.LoraAdapter.load(self._require_model("load_lora"), os.fspath(path))
             adapter = LoraAdapter(handle, os.fspath(path), scale)
@@ -689,7 +698,7 @@ class Llama:
 
     def remove_lora(self, adapter: LoraAdapter | str | os.PathLike[str]) -> None:
         """Deactivates an adapter (the object :meth:`load_lora` returned, or its path)."""
-        with self._lock:
+        with self._lock, api_errors("Llama.remove_lora"):
             context = self._require_context("remove_lora")
             if isinstance(adapter, LoraAdapter):
                 keep = [a for a in self._adapters if a is not adapter]
@@ -701,7 +710,7 @@ class Llama:
 
     def clear_lora(self) -> None:
         """Deactivates every adapter."""
-        with self._lock:
+        with self._lock, api_errors("Llama.clear_lora"):
             self._apply_adapters(self._require_context("clear_lora"), [])
 
     @property
