@@ -82,7 +82,7 @@ def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], runs: i
             result[p] = p * (ntg - 1) / (full - one)
             # Timed from the outside: a whole run, a one-token run, and their difference per step.
             steps[p] = {"step_ms": 1000 * (full - one) / (ntg - 1), "full_run_ms": 1000 * full,
-                        "one_token_run_ms": 1000 * one, "sampling_threads": pool._engine.sampling_threads}
+                        "one_token_run_ms": 1000 * one, "sampling_threads": pool.sampling_threads}
             print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s; {steps[p]['step_ms']:.3f} ms per step "
                   f"(sampling on {steps[p]['sampling_threads']} threads); run of {steps[p]['full_run_ms']:.1f} ms, "
                   f"1-token run {steps[p]['one_token_run_ms']:.1f} ms", flush=True)

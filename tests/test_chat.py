@@ -30,7 +30,7 @@ def test_model_template_is_rendered_by_jinja(smollm2):
     # SmolLM2's own template inserts its default system prompt: proof it is the model's
     # Jinja template, not a generic ChatML.
     assert "SmolLM" in smollm2.chat_template
-    prompt, _ = smollm2._template("test").render([("user", "Hi")], True)
+    prompt, _ = smollm2._view.render_chat("Llama.test", [("user", "Hi")])
     assert prompt.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM")
     assert prompt.endswith("<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n")
 

@@ -30,8 +30,22 @@ def run(coro):
 
 def test_one_copy_of_the_weights_many_sequences(pool):
     assert pool.pool_size == 16
-    assert pool.llama._context.n_seq_max == 16
-    assert pool.llama._context.n_ctx_seq == 256
+    assert pool.n_ctx == 256  # per request: the context holds 16 * 256
+
+
+def test_pool_llama_is_a_read_only_view(pool):
+    view = pool.llama
+    assert view.tokenize("Hello") == view.tokenize("Hello", add_bos=True)
+    assert view.detokenize(view.tokenize("Hello", add_bos=False)) == b"Hello"
+    assert view.n_vocab() > 0 and view.metadata and view.chat_template
+    # It cannot decode or clear the pool's sequences: no Llama over the pool's context.
+    request = pool.submit("Once upon a time", max_tokens=24, sampling=GREEDY)
+    for name in ("generate", "generate_stream", "create_chat_completion", "reset"):
+        with pytest.raises(LlamaError, match=rf"\[LlamaPool.llama.{name}\] .*use LlamaPool\."):
+            getattr(view, name)
+    for name in ("get_state", "set_state", "cached_tokens", "load_lora"):
+        assert not hasattr(view, name)
+    assert request.result() == run(pool.generate("Once upon a time", max_tokens=24, sampling=GREEDY))
 
 
 @cpu_numerics
@@ -134,7 +148,7 @@ def test_prompts_admitted_together_share_a_decode(smollm2_path):
         *answers, too_long = run(main())
         assert answers == expected
         assert isinstance(too_long, ValidationError) and "the prompt has" in str(too_long)
-        assert pool._engine.active == 0
+        assert pool.active == 0
 
 
 def test_a_failing_request_fails_alone(pool):
@@ -172,7 +186,7 @@ def test_cancellation_frees_the_sequence(smollm2_path):
         assert run(main())
         # The cancelled request's slot was released: both slots serve again.
         assert len(run(pool.generate_batch(PROMPTS[:2], max_tokens=2, sampling=GREEDY))) == 2
-        assert pool._engine.active == 0
+        assert pool.active == 0
 
 
 def test_streaming_and_early_exit(pool):
@@ -210,9 +224,9 @@ def wait_until_idle(pool, seconds=30.0):
     import time
 
     deadline = time.monotonic() + seconds
-    while pool._engine.active and time.monotonic() < deadline:
+    while pool.active and time.monotonic() < deadline:
         time.sleep(0.01)
-    assert pool._engine.active == 0
+    assert pool.active == 0
 
 
 def test_stream_arguments_are_checked_at_the_call(pool):
@@ -321,6 +335,6 @@ def test_sampling_threads_do_not_change_answers(smollm2_path):
     answers = []
     for threads in (1, 2):
         with LlamaPool(smollm2_path, pool_size=4, n_ctx=256, n_threads=2, sampling_threads=threads) as pool:
-            assert pool._engine.sampling_threads == threads
+            assert pool.sampling_threads == threads
             answers.append(run(pool.generate_batch(PROMPTS[:4], max_tokens=12, sampling=GREEDY)))
     assert answers[0] == answers[1]

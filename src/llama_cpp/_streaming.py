@@ -11,7 +11,6 @@ context is free, so the instance is ready for the next call.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from . import _core
 from ._errors import api_errors
@@ -25,11 +24,11 @@ class GenerationStream:
         self._start: Callable[[], _core.Stream] | None = start
         self._api = api  # names the public method on the generation's errors
         self._stream: _core.Stream | None = None
-        self._result: Any = None  # converted once, when the generation has ended
+        self._result: _core.GenerationResult | None = None  # converted once, when the generation has ended
         self._finished = False
 
     @property
-    def result(self) -> Any:
+    def result(self) -> _core.GenerationResult | None:
         """The GenerationResult, once the generation has ended (else None)."""
         stream = self._stream
         if self._result is None and stream is not None and stream.done:

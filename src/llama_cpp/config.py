@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Any
 
-from . import _core
 from ._validate import require_bool, require_int
 from .errors import ValidationError
 
 _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
-_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
+POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
 
 
 @dataclass(kw_only=True)
@@ -90,9 +88,9 @@ class LlamaConfig:
             require_int(_API, "cpu_poll", self.cpu_poll, minimum=0, maximum=100)
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
-        if self.pooling_type is not None and self.pooling_type not in _POOLING:
+        if self.pooling_type is not None and self.pooling_type not in POOLING_TYPES:
             raise ValidationError(
-                f"[{_API}] pooling_type must be one of {', '.join(_POOLING)} or None, got {self.pooling_type!r}"
+                f"[{_API}] pooling_type must be one of {', '.join(POOLING_TYPES)} or None, got {self.pooling_type!r}"
             )
         if self.chat_format is not None and not isinstance(self.chat_format, str):
             raise ValidationError(f"[{_API}] chat_format must be a str, got {self.chat_format!r}")
@@ -101,26 +99,3 @@ class LlamaConfig:
     def field_names(cls) -> frozenset[str]:
         """Names of every field (what ``Llama(path, **overrides)`` accepts)."""
         return frozenset(f.name for f in fields(cls))
-
-    def _model_params(self) -> Any:
-        params = _core.ModelParams()
-        params.path = self.model_path or ""
-        params.n_gpu_layers = self.n_gpu_layers
-        params.vocab_only = self.vocab_only
-        params.use_mmap = self.use_mmap
-        return params
-
-    def _context_params(self) -> Any:
-        params = _core.ContextParams()
-        params.n_ctx = self.n_ctx
-        params.n_batch = self.n_batch
-        params.n_ubatch = self.n_ubatch
-        params.n_seq_max = self.n_seq_max
-        params.n_threads = self.n_threads or 0
-        params.n_threads_batch = self.n_threads_batch or 0
-        params.offload_kqv = self.offload_kqv
-        params.embeddings = self.embeddings
-        params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
-        params.cpu_poll = -1 if self.cpu_poll is None else self.cpu_poll
-        params.pooling_type = -1 if self.pooling_type is None else _POOLING[self.pooling_type]
-        return params
