@@ -17,11 +17,13 @@ from ._validate import require_bool, require_int, token_list
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
 
-# The pool's generation and state methods, for the message of a view that has none.
-_POOL_METHODS = {
-    "generate": "generate", "generate_stream": "generate_stream", "generate_async": "generate",
-    "create_completion": "create_chat_completion", "create_chat_completion": "create_chat_completion",
-    "create_chat_completion_async": "create_chat_completion", "reset": "close",
+# What to use instead of a generation or state method on the pool's view, for its message.
+_POOL_HINTS = {
+    "generate": "use LlamaPool.generate", "generate_stream": "use LlamaPool.generate_stream",
+    "generate_async": "use LlamaPool.generate", "create_completion": "use LlamaPool.generate",
+    "create_chat_completion": "use LlamaPool.create_chat_completion",
+    "create_chat_completion_async": "use LlamaPool.create_chat_completion",
+    "reset": "the pool clears each request's sequence itself (LlamaPool.close frees them all)",
 }
 
 
@@ -176,10 +178,9 @@ class ModelView:
         return self._template
 
     def __getattr__(self, name: str) -> object:
-        method = _POOL_METHODS.get(name)
-        if method is not None:
-            raise LlamaError(f"[{self._owner}.{name}] this view of the pool's model cannot decode or reset; "
-                             f"use LlamaPool.{method}")
+        hint = _POOL_HINTS.get(name)
+        if hint is not None:
+            raise LlamaError(f"[{self._owner}.{name}] this view of the pool's model cannot decode or reset; {hint}")
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def __repr__(self) -> str:
