@@ -22,7 +22,7 @@ rounds, and the ratio of the two natives of each round (how far native drifts by
 A --variant is our binding again with other LlamaConfig settings (n_threads=1,cpu_poll=50, ...),
 timed in the same rounds; --decode-only times `generate` alone (and native tg128), for quick
 comparisons of variants. Ours also times llama-bench's tg loop inside our process
-(`Context.time_bare_decode`: one fixed token, no sampling, no text; with our batch and with
+(`_core.testing.time_bare_decode`: one fixed token, no sampling, no text; with our batch and with
 llama_batch_get_one), to tell what our loop costs from what our process costs.
 CPU threads: each side runs with its own defaults unless told. Native gets `-t --threads`, or
 each count of --native-threads (16,1) in the same llama-bench call, and the fastest counts as
@@ -48,7 +48,7 @@ N_GEN = 128
 N_DEPTH = 32  # tokens of the prompt `generate` continues from; native is also timed at this depth
 N_PROMPT = 512
 N_CTX = 2048  # --n-ctx
-DECODE_KEYS = ("generate_tg", "generate_stream_tg", "chat_tg", "generate_device_sampling_tg", "bare_decode_tg",
+DECODE_KEYS = ("generate_tg", "generate_stream_tg", "chat_tg", "bare_decode_tg",
                "bare_get_one_tg")
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 
@@ -85,9 +85,9 @@ def median_time(fn, runs: int) -> float:
 
 
 def ours(model: Path, ngl: int, runs: int, threads: int | None, cpu_poll: int | None = None,
-         compare_device_sampling: bool = False, overrides: dict | None = None,
+         overrides: dict | None = None,
          decode_only: bool = False) -> dict[str, float]:
-    from llama_cpp import Llama, SamplingParams
+    from llama_cpp import Llama, SamplingParams, _core
 
     settings = dict(n_ctx=N_CTX, n_batch=2048, n_ubatch=512, n_gpu_layers=ngl, flash_attn=True, n_threads=threads,
                     cpu_poll=cpu_poll)
@@ -117,8 +117,9 @@ def ours(model: Path, ngl: int, runs: int, threads: int | None, cpu_poll: int | 
     # llama-bench's tg loop inside our process (one fixed token, no sampling, no text), with our
     # batch and with llama_batch_get_one: tells our loop's cost from our process's.
     for key, get_one in (("bare_decode_tg", False), ("bare_get_one_tg", True)):
-        llm._context.time_bare_decode(N_GEN, get_one)  # warm-up
-        result[key] = 1000 / statistics.median(llm._context.time_bare_decode(N_GEN, get_one) for _ in range(runs))
+        _core.testing.time_bare_decode(llm._context, N_GEN, get_one)  # warm-up
+        result[key] = 1000 / statistics.median(_core.testing.time_bare_decode(llm._context, N_GEN, get_one)
+                                               for _ in range(runs))
     if decode_only:
         llm.close()
         return result
@@ -143,12 +144,6 @@ def ours(model: Path, ngl: int, runs: int, threads: int | None, cpu_poll: int | 
     first_piece()  # warm-up
     result["first_piece_ms"] = 1000 * statistics.median(first_piece() for _ in range(runs))
     llm.close()
-    if compare_device_sampling:
-        # The same generate with greedy sampling inside the graph (LlamaConfig.device_sampling).
-        llm = Llama(model, **settings, device_sampling=True)
-        t_full, t_one = median_time(gen(N_GEN), runs), median_time(gen(1), runs)
-        result["generate_device_sampling_tg"] = (N_GEN - 1) / (t_full - t_one)
-        llm.close()
     return result
 
 
@@ -213,7 +208,6 @@ def main() -> None:
     parser.add_argument("--n-ctx", type=int, default=N_CTX, help="context of our Llama (first-piece test needs > 640)")
     parser.add_argument("--llama-cpp-python", type=Path)
     parser.add_argument("--cpu-poll", type=int, help="LlamaConfig.cpu_poll for ours (native keeps llama-bench's)")
-    parser.add_argument("--device-sampling", action="store_true", help="also time generate with device_sampling=True")
     parser.add_argument("--variant", action="append", default=[], type=parse_variant,
                         help="NAME:key=value,...: ours again with these LlamaConfig settings, in the same rounds")
     parser.add_argument("--decode-only", action="store_true", help="time generate and native tg128 only")
@@ -239,8 +233,8 @@ def main() -> None:
             # the two (native_after/native_before) shows how far native moves by itself.
             one = {"native_before": run_native()}
             for side in sides:
-                one[side] = ours(model, args.ngl, args.runs, args.ours_threads, args.cpu_poll,
-                                 args.device_sampling and side == "ours", overrides[side], args.decode_only)
+                one[side] = ours(model, args.ngl, args.runs, args.ours_threads, args.cpu_poll, overrides[side],
+                                 args.decode_only)
             one["native_after"] = run_native()
             one["native"] = {key: (one["native_before"][key] + one["native_after"][key]) / 2
                              for key in one["native_before"]}
@@ -289,10 +283,6 @@ def main() -> None:
             print(f"| {name} | {n['pp512']:,.0f} | {n['tg128']:,.1f}, {n[f'tg128_d{N_DEPTH}']:,.1f} "
                   f"| {o['pp512']:,.0f} ({o['pp512'] / n['pp512']:.2f}) | {cells} "
                   f"| {o['first_piece_ms']:.2f} vs {pp_ms:.2f} | {lcp_cell} |")
-            if "generate_device_sampling_tg" in ratio:
-                k = "generate_device_sampling_tg"
-                print(f"|   {name}, `generate` with device_sampling=True | | | | "
-                      f"{o[k]:,.1f} ({ratio[k]:.3f} \\| {ratio[k + d]:.3f}) | | | | |")
     print()
     for name, row in report["models"].items():
         aa = row["native_after_over_before"]

@@ -53,14 +53,14 @@ def prompt_tokens(tokenize, npp: int) -> list[int]:
 
 
 def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], runs: int,
-         sampling_threads: int | None, device_sampling: bool, cpu_poll: int | None,
+         sampling_threads: int | None, cpu_poll: int | None,
          steps: dict[int, dict[str, float]], overrides: dict) -> dict[int, float]:
     from llama_cpp import LlamaPool, SamplingParams
 
     result = {}
     for p in parallel:
         with LlamaPool(model, pool_size=p, n_ctx=npp + ntg + 16, n_gpu_layers=ngl, flash_attn=True,
-                       sampling_threads=sampling_threads, device_sampling=device_sampling,
+                       sampling_threads=sampling_threads,
                        cpu_poll=cpu_poll, **overrides) as pool:
             llm = pool.llama
             eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
@@ -77,21 +77,15 @@ def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], runs: i
                 return time.perf_counter() - start
 
             run(ntg)  # warm-up
-            pool._engine.reset_timings()
             full = statistics.median(run(ntg) for _ in range(runs))
-            t = pool._engine.timings()
             one = statistics.median(run(1) for _ in range(runs))
             result[p] = p * (ntg - 1) / (full - one)
-            # Per decode step of the full runs: decoding vs sampling every active request.
-            # Where a full run's time goes: steps (decode + sampling) against the whole call.
-            steps[p] = {"decode_ms": t["decode_ms"] / t["steps"], "sample_ms": t["sample_ms"] / t["steps"],
-                        "steps_per_run": t["steps"] / runs, "full_run_ms": 1000 * full, "one_token_run_ms": 1000 * one,
-                        "sampling_threads": pool._engine.sampling_threads,
-                        "device_sampling": llm._context.device_sampling}
-            print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s; per step {steps[p]['decode_ms']:.3f} ms decode, "
-                  f"{steps[p]['sample_ms']:.3f} ms sampling on {steps[p]['sampling_threads']} threads "
-                  f"(device sampling: {steps[p]['device_sampling']}); {steps[p]['steps_per_run']:.1f} steps per run of "
-                  f"{steps[p]['full_run_ms']:.1f} ms, 1-token run {steps[p]['one_token_run_ms']:.1f} ms", flush=True)
+            # Timed from the outside: a whole run, a one-token run, and their difference per step.
+            steps[p] = {"step_ms": 1000 * (full - one) / (ntg - 1), "full_run_ms": 1000 * full,
+                        "one_token_run_ms": 1000 * one, "sampling_threads": pool.sampling_threads}
+            print(f"  ours, {p} parallel: {result[p]:,.1f} tok/s; {steps[p]['step_ms']:.3f} ms per step "
+                  f"(sampling on {steps[p]['sampling_threads']} threads); run of {steps[p]['full_run_ms']:.1f} ms, "
+                  f"1-token run {steps[p]['one_token_run_ms']:.1f} ms", flush=True)
     return result
 
 
@@ -175,7 +169,6 @@ def main() -> None:
     parser.add_argument("--memory-model", type=Path, help="model for --memory (default --model)")
     parser.add_argument("--memory-ctx", type=int, default=4096, help="per-request n_ctx for --memory")
     parser.add_argument("--sampling-threads", type=int, default=None, help="LlamaPool(sampling_threads=...)")
-    parser.add_argument("--device-sampling", action="store_true", help="LlamaPool(device_sampling=True)")
     parser.add_argument("--cpu-poll", type=int, help="LlamaConfig.cpu_poll for the pool")
     parser.add_argument("--set", action="append", default=[], help="key=value: one more LlamaConfig setting for "
                         "the pool (a Python literal), e.g. --set n_threads_batch=1; repeatable")
@@ -187,13 +180,13 @@ def main() -> None:
 
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "model": args.model.name,
                     "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads,
-                    "device_sampling": args.device_sampling, "sampling_threads": args.sampling_threads,
+                    "sampling_threads": args.sampling_threads,
                     "cpu_poll": args.cpu_poll, "settings": overrides}
     report["native_s_tg"] = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)
     print(f"native S_TG: {report['native_s_tg']}", flush=True)
     report["pool_steps"] = {}
     report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.runs,
-                             args.sampling_threads, args.device_sampling, args.cpu_poll,
+                             args.sampling_threads, args.cpu_poll,
                              report["pool_steps"], overrides)
     if args.llama_cpp_python:
         report["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, args.model, args.ngl,

@@ -5,16 +5,12 @@
 
 First piece of a 512-token prompt (ms from the call), each way:
   pp            `generate(max_tokens=1)`: prefill and one sampled token, nothing streamed
-  callback      the first text callback, on the calling thread (no thread at all)
   stream        `generate_stream` as users call it (prompt and first token on the caller's thread)
-  new_thread    a new Python thread per stream running the whole generation (how streams ran
-                before), handing pieces over through the same C++ queue
 Decode tok/s of 127 tokens (a 32-token prompt; time of 128 tokens minus time of 1), each way:
   generate      no text handed anywhere
-  callback      a Python callback per token on the calling thread (the GIL per token)
-  unconsumed    pieces queued on the calling thread and read only at the end (no wake-ups)
   stream        `generate_stream` with a consumer waiting on each piece
-  new_thread    as above, a new thread per stream
+(The runs in benchmarks/results/*stream_overhead* also timed a text callback, a C++ queue read
+at the end, and a Python thread per stream: those needed hooks the product no longer has.)
 Greedy with end-of-generation masked, as benchmarks/bench.py; medians over --runs within each
 round, then the median over rounds. Prints JSON.
 """
@@ -24,12 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from llama_cpp import Llama, SamplingParams, _core
+from llama_cpp import Llama, SamplingParams
 
 N_GEN = 128
 N_DEPTH = 32
@@ -60,36 +55,6 @@ def measure(llm: Llama, runs: int) -> dict[str, float]:
     prompt = (base * (N_DEPTH // len(base) + 1))[:N_DEPTH]
     long_prompt = (base * (N_PROMPT // len(base) + 1))[:N_PROMPT]
 
-    def job(tokens: list[int], n: int, sampling: SamplingParams) -> Callable[[Any], Any]:
-        return llm._prepare("generate", tokens, n, sampling, None, True, None).run  # noqa: SLF001
-
-    def new_thread_stream(tokens: list[int], n: int, sampling: SamplingParams) -> tuple[Any, threading.Thread]:
-        run = job(tokens, n, sampling)
-        pieces = _core.PieceQueue()
-
-        def work() -> None:
-            try:
-                run(pieces)
-            finally:
-                pieces.close()
-
-        thread = threading.Thread(target=work, daemon=True)
-        thread.start()
-        return pieces, thread
-
-    # ---- first piece -------------------------------------------------------------------------
-    def first_callback() -> float:
-        start = time.perf_counter()
-        seen: list[float] = []
-
-        def on_text(piece: str) -> bool:
-            if not seen:
-                seen.append(time.perf_counter() - start)
-            return False
-
-        job(long_prompt, N_GEN, first_word)(on_text)
-        return seen[0]
-
     def first_stream() -> float:
         start = time.perf_counter()
         stream = llm.generate_stream(long_prompt, max_tokens=N_GEN, sampling=first_word)
@@ -98,20 +63,9 @@ def measure(llm: Llama, runs: int) -> dict[str, float]:
         stream.close()
         return elapsed
 
-    def first_new_thread() -> float:
-        start = time.perf_counter()
-        pieces, thread = new_thread_stream(long_prompt, N_GEN, first_word)
-        pieces.get()
-        elapsed = time.perf_counter() - start
-        pieces.cancel()
-        thread.join()
-        return elapsed
-
     result = {
         "first_pp_ms": median_of(timed(lambda: llm.generate(long_prompt, max_tokens=1, sampling=first_word)), runs),
-        "first_callback_ms": median_of(first_callback, runs),
         "first_stream_ms": median_of(first_stream, runs),
-        "first_new_thread_ms": median_of(first_new_thread, runs),
     }
     result = {k: 1000 * v for k, v in result.items()}
 
@@ -119,28 +73,11 @@ def measure(llm: Llama, runs: int) -> dict[str, float]:
     def generate(n: int) -> None:
         llm.generate(prompt, max_tokens=n, sampling=greedy)
 
-    def callback(n: int) -> None:
-        job(prompt, n, greedy)(lambda piece: True)
-
-    def unconsumed(n: int) -> None:
-        pieces = _core.PieceQueue()
-        job(prompt, n, greedy)(pieces)
-        pieces.close()
-        while pieces.get() is not None:
-            pass
-
     def stream(n: int) -> None:
         for _ in llm.generate_stream(prompt, max_tokens=n, sampling=greedy):
             pass
 
-    def new_thread(n: int) -> None:
-        pieces, thread = new_thread_stream(prompt, n, greedy)
-        while pieces.get() is not None:
-            pass
-        thread.join()
-
-    for name, fn in (("generate", generate), ("callback", callback), ("unconsumed", unconsumed),
-                     ("stream", stream), ("new_thread", new_thread)):
+    for name, fn in (("generate", generate), ("stream", stream)):
         t_full = median_of(timed(lambda: fn(N_GEN)), runs)
         t_one = median_of(timed(lambda: fn(1)), runs)
         result[f"{name}_tg"] = (N_GEN - 1) / (t_full - t_one)

@@ -159,6 +159,20 @@ def test_bad_token_ids(smollm2):
         smollm2.generate("Hi", max_tokens=2, sampling=SamplingParams(logit_bias={n_vocab + 1: 1.0}))
 
 
+def test_engine_errors_name_the_api_the_user_called(smollm2):
+    """The engine names its own operation; the Python layer adds the method the user called."""
+    n_vocab = smollm2.n_vocab()
+    with pytest.raises(ValidationError) as info:
+        smollm2.set_state(b"not a state")
+    assert str(info.value) == "[Llama.set_state] not a llama-cpp-nanobind state (bad magic bytes)"
+    with pytest.raises(ValidationError) as info:
+        smollm2.detokenize([n_vocab])
+    assert str(info.value) == f"[Llama.detokenize] token id {n_vocab} is out of range (vocabulary has {n_vocab} tokens)"
+    with pytest.raises(ValidationError) as info:
+        smollm2.generate("Hi", max_tokens=2, sampling=SamplingParams(logit_bias={n_vocab: 1.0}))
+    assert str(info.value).startswith(f"[Llama.generate] logit_bias: token id {n_vocab} is out of range")
+
+
 def test_empty_prompt(smollm2_path):
     with Llama(smollm2_path, n_ctx=64, n_threads=2) as llm:
         if llm.tokenize("", add_bos=True):
@@ -184,6 +198,8 @@ def test_closed_instance_raises(smollm2_path):
         llm.generate("Hello")
     with pytest.raises(LlamaError, match="closed"):
         llm.tokenize("Hello")
+    with pytest.raises(LlamaError, match=r"\[Llama.embed\] this Llama instance is closed"):
+        llm.embed("Hello")  # closed is said before embeddings=False
 
 
 def test_vocab_only_cannot_generate(smollm2_path):

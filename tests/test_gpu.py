@@ -60,7 +60,7 @@ def test_pool_decodes_sixteen_requests_at_once_on_gpu(smollm2_path):
                                                                 logit_bias=eog))
         # End of generation is masked, so every request made all 32 tokens.
         assert [r["usage"]["completion_tokens"] for r in replies] == [32] * 16
-        assert pool._engine.active == 0
+        assert pool.active == 0
 
 
 def test_one_cpu_thread_per_token_when_the_whole_model_is_on_gpu(smollm2_path):

@@ -68,8 +68,10 @@ def test_bad_log_level():
 
 
 def test_verbose_warns_that_it_is_global(smollm2_path):
-    with pytest.warns(RuntimeWarning, match="whole process"):
+    with pytest.warns(RuntimeWarning, match="whole process") as warned:
         Llama(smollm2_path, n_ctx=256, n_threads=2, verbose=True).close()
+    message = str(warned[0].message)
+    assert "process-wide" in message and "verbose=False does not lower it" in message, message
     llama_cpp.reset_logging()
 
 

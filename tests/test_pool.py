@@ -30,8 +30,22 @@ def run(coro):
 
 def test_one_copy_of_the_weights_many_sequences(pool):
     assert pool.pool_size == 16
-    assert pool.llama._context.n_seq_max == 16
-    assert pool.llama._context.n_ctx_seq == 256
+    assert pool.n_ctx == 256  # per request: the context holds 16 * 256
+
+
+def test_pool_llama_is_a_read_only_view(pool):
+    view = pool.llama
+    assert view.tokenize("Hello") == view.tokenize("Hello", add_bos=True)
+    assert view.detokenize(view.tokenize("Hello", add_bos=False)) == b"Hello"
+    assert view.n_vocab() > 0 and view.metadata and view.chat_template
+    # It cannot decode or clear the pool's sequences: no Llama over the pool's context.
+    request = pool.submit("Once upon a time", max_tokens=24, sampling=GREEDY)
+    for name in ("generate", "generate_stream", "create_chat_completion", "reset"):
+        with pytest.raises(LlamaError, match=rf"\[LlamaPool.llama.{name}\] this view .*LlamaPool\.[a-z]"):
+            getattr(view, name)
+    for name in ("get_state", "set_state", "cached_tokens", "load_lora"):
+        assert not hasattr(view, name)
+    assert request.result() == run(pool.generate("Once upon a time", max_tokens=24, sampling=GREEDY))
 
 
 @cpu_numerics
@@ -131,12 +145,10 @@ def test_prompts_admitted_together_share_a_decode(smollm2_path):
                 return_exceptions=True,
             )
 
-        pool._engine.reset_timings()
         *answers, too_long = run(main())
         assert answers == expected
         assert isinstance(too_long, ValidationError) and "the prompt has" in str(too_long)
-        assert pool._engine.timings()["admissions"] == 3  # the too-long prompt is refused at the call
-        assert pool._engine.active == 0
+        assert pool.active == 0
 
 
 def test_a_failing_request_fails_alone(pool):
@@ -181,7 +193,7 @@ def test_cancellation_frees_the_sequence(smollm2_path):
 
 def test_streaming_and_early_exit(pool):
     async def main():
-        pool.llama.perf_reset()
+        pool.perf_reset()
         pieces = [p async for p in pool.generate_stream(PROMPTS[0], max_tokens=24, sampling=GREEDY)]
         first = []
         async for p in pool.generate_stream(PROMPTS[1], max_tokens=200, sampling=GREEDY):
@@ -202,7 +214,7 @@ def test_streaming_and_early_exit(pool):
 def test_a_stream_is_an_async_iterator(pool):
     # anext() works on it directly, and aclose() cancels the request.
     async def main():
-        pool.llama.perf_reset()
+        pool.perf_reset()
         stream = pool.generate_stream(PROMPTS[0], max_tokens=200, sampling=GREEDY)
         assert stream.__aiter__() is stream
         first = await stream.__anext__()
@@ -219,10 +231,10 @@ def wait_until_idle(pool, seconds=60.0) -> int:
     import time
 
     def decoded():
-        perf = pool.llama.perf()
+        perf = pool.perf()
         return perf["n_eval"] + perf["n_prompt_eval"], perf["n_eval"]
 
-    perf = pool.llama.perf()
+    perf = pool.perf()
     settle = min(max(1.0, 5 * perf["t_eval_ms"] / 1000 / max(perf["n_eval"], 1)), 10.0)
     deadline = time.monotonic() + seconds
     last = decoded()
@@ -341,9 +353,6 @@ def test_sampling_threads_do_not_change_answers(smollm2_path):
     answers = []
     for threads in (1, 2):
         with LlamaPool(smollm2_path, pool_size=4, n_ctx=256, n_threads=2, sampling_threads=threads) as pool:
-            assert pool._engine.sampling_threads == threads
-            pool._engine.reset_timings()
+            assert pool.sampling_threads == threads
             answers.append(run(pool.generate_batch(PROMPTS[:4], max_tokens=12, sampling=GREEDY)))
-            timings = pool._engine.timings()
-            assert timings["steps"] >= 11 and timings["decode_ms"] > 0 and timings["sample_ms"] > 0
     assert answers[0] == answers[1]

@@ -1,28 +1,17 @@
 #include "../engine/context.h"
 
-#include <nanobind/stl/function.h>
+#include <signal.h>
+
+#include <atomic>
+
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
 #include "../engine/generation.h"
-#include "../engine/piece_queue.h"
 #include "bindings.h"
 #include "results.h"
-
-lcn::GenerationRequest make_request(std::vector<llama_token> prompt, int32_t max_tokens,
-                                    const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
-                                    bool ignore_eos, int32_t logprobs) {
-    lcn::GenerationRequest request;
-    request.prompt = std::move(prompt);
-    request.max_tokens = max_tokens;
-    request.sampling = sampling;
-    request.stop = std::move(stop);
-    request.ignore_eos = ignore_eos;
-    request.logprobs = logprobs;
-    return request;
-}
 
 PyGenerationResult to_python(lcn::GenerationResult&& result) {
     return {decode_utf8(result.text), std::move(result.tokens), lcn::finish_reason_name(result.finish_reason),
@@ -32,52 +21,81 @@ PyGenerationResult to_python(lcn::GenerationResult&& result) {
 
 namespace {
 
-PyGenerationResult run_generate(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
-                                const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
-                                bool reuse_prefix, bool ignore_eos, int32_t logprobs, nb::object on_text) {
-    lcn::GenerationRequest request =
-        make_request(std::move(prompt), max_tokens, sampling, std::move(stop), ignore_eos, logprobs);
-    request.reuse_prefix = reuse_prefix;
+// The cancel token of the generate() running on the main thread, for the SIGINT handler.
+std::atomic<lcn::CancelToken*> sigint_token{nullptr};
+struct sigaction sigint_previous;
 
-    bool callback_failed = false;
-    lcn::TextCallback callback;
-    if (nb::isinstance<lcn::PieceQueue>(on_text)) {
-        // Streaming: pieces go to a C++ queue; the decoding thread never takes the GIL.
-        lcn::PieceQueue* queue = nb::cast<lcn::PieceQueue*>(on_text);
-        callback = [queue](const std::string& piece) { return queue->push(piece); };
-    } else if (!on_text.is_none()) {
-        callback = [&](const std::string& piece) {
-            nb::gil_scoped_acquire gil;
-            try {
-                nb::object keep = on_text(decode_utf8(piece));
-                return keep.is_none() || nb::cast<bool>(keep);
-            } catch (nb::python_error& e) {
-                // Park the Python exception in the thread state; it is raised again
-                // once the loop has unwound and the GIL is held.
-                e.restore();
-                callback_failed = true;
-                return false;
-            }
-        };
+void on_sigint(int signal, siginfo_t* info, void* context) {
+    if (lcn::CancelToken* token = sigint_token.load()) token->cancel();
+    // Python's own handler runs too: it records the signal, and KeyboardInterrupt is raised
+    // once the loop has stopped and the GIL is back.
+    if ((sigint_previous.sa_flags & SA_SIGINFO) != 0) {
+        sigint_previous.sa_sigaction(signal, info, context);
+    } else if (sigint_previous.sa_handler != SIG_DFL && sigint_previous.sa_handler != SIG_IGN) {
+        sigint_previous.sa_handler(signal);
     }
+}
+
+// While alive (on the main thread, where Python handles signals), Ctrl-C cancels `token` as well
+// as doing what it did before. Nothing is installed when SIGINT is ignored or has its default
+// action (then Python does not handle it either). Needs the GIL to construct.
+class SigintCancels {
+public:
+    explicit SigintCancels(lcn::CancelToken& token) {
+        nb::module_ threading = nb::module_::import_("threading");
+        if (!threading.attr("current_thread")().is(threading.attr("main_thread")())) return;
+        struct sigaction current;
+        if (sigaction(SIGINT, nullptr, &current) != 0) return;
+        if ((current.sa_flags & SA_SIGINFO) == 0 && (current.sa_handler == SIG_DFL || current.sa_handler == SIG_IGN)) {
+            return;
+        }
+        sigint_previous = current;
+        sigint_token.store(&token);
+        struct sigaction ours = current;
+        ours.sa_sigaction = on_sigint;
+        ours.sa_flags = current.sa_flags | SA_SIGINFO;
+        installed_ = sigaction(SIGINT, &ours, nullptr) == 0;
+        if (!installed_) sigint_token.store(nullptr);
+    }
+    ~SigintCancels() {
+        if (!installed_) return;
+        sigaction(SIGINT, &sigint_previous, nullptr);
+        sigint_token.store(nullptr);
+    }
+    SigintCancels(const SigintCancels&) = delete;
+    SigintCancels& operator=(const SigintCancels&) = delete;
+
+private:
+    bool installed_ = false;
+};
+
+PyGenerationResult run_generate(lcn::Context& ctx, const lcn::GenerationRequest& request, lcn::CancelToken* cancel) {
+    lcn::GenerationRequest owned = request;
+    lcn::CancelToken local;
+    lcn::CancelToken& token = cancel != nullptr ? *cancel : local;
     lcn::GenerationResult result;
+    std::exception_ptr error;
     {
+        SigintCancels sigint(token);
         nb::gil_scoped_release nogil;
-        std::lock_guard<lcn::Baton> lock(ctx.mutex());
-        result = lcn::generate(ctx, std::move(request), callback);
+        try {
+            std::lock_guard<lcn::Baton> lock(ctx.mutex());
+            result = lcn::generate(ctx, std::move(owned), nullptr, &token);
+        } catch (...) {
+            error = std::current_exception();
+        }
     }
-    if (callback_failed) throw nb::python_error();
+    // A Ctrl-C that stopped the loop surfaces as KeyboardInterrupt (before the loop's own
+    // "cancelled" error, if it stopped the prompt).
+    if (PyErr_CheckSignals() != 0) throw nb::python_error();
+    if (error) std::rethrow_exception(error);
     return to_python(std::move(result));
 }
 
-StreamHandle start_stream(lcn::Context& ctx, std::vector<llama_token> prompt, int32_t max_tokens,
-                          const lcn::SamplingConfig& sampling, std::vector<std::string> stop, bool reuse_prefix,
-                          bool ignore_eos, int32_t logprobs) {
-    lcn::GenerationRequest request =
-        make_request(std::move(prompt), max_tokens, sampling, std::move(stop), ignore_eos, logprobs);
-    request.reuse_prefix = reuse_prefix;
+StreamHandle start_stream(lcn::Context& ctx, const lcn::GenerationRequest& request) {
+    lcn::GenerationRequest owned = request;
     nb::gil_scoped_release nogil;
-    return StreamHandle(lcn::Stream::start(ctx, std::move(request)));
+    return StreamHandle(lcn::Stream::start(ctx, std::move(owned)));
 }
 
 }  // namespace
@@ -96,8 +114,24 @@ void bind_context(nb::module_& m) {
         .def_rw("embeddings", &P::embeddings)
         .def_rw("flash_attn", &P::flash_attn)
         .def_rw("pooling_type", &P::pooling_type)
-        .def_rw("device_sampling", &P::device_sampling)
         .def_rw("cpu_poll", &P::cpu_poll);
+
+    nb::class_<lcn::CancelToken>(m, "CancelToken",
+                                 "Stops a Context.generate within one token when cancelled (from any thread).")
+        .def(nb::init<>())
+        .def("cancel", &lcn::CancelToken::cancel, "Asks the generation to stop before its next token.")
+        .def_prop_ro("cancelled", &lcn::CancelToken::cancelled);
+
+    using R = lcn::GenerationRequest;
+    nb::class_<R>(m, "GenerationRequest", "One generation, as Context.generate and BatchEngine.add_many take it.")
+        .def(nb::init<>())
+        .def_rw("prompt", &R::prompt, "Token ids.")
+        .def_rw("max_tokens", &R::max_tokens, "Most tokens to generate; 0: until the end or a full context.")
+        .def_rw("sampling", &R::sampling)
+        .def_rw("stop", &R::stop, "Strings that end generation (not included in the text).")
+        .def_rw("reuse_prefix", &R::reuse_prefix, "Keep the cached prefix shared with the last call (Context).")
+        .def_rw("logprobs", &R::logprobs, "-1: none; else record log-probabilities and this many alternatives.")
+        .def_rw("stream", &R::stream, "The pool reports this request's text every step (else when it finishes).");
 
     nb::class_<PyGenerationResult>(m, "GenerationResult", "Outcome of Context.generate.")
         .def_ro("text", &PyGenerationResult::text)
@@ -115,8 +149,6 @@ void bind_context(nb::module_& m) {
         .def_prop_ro("n_ctx_seq", &lcn::Context::n_ctx_seq)
         .def_prop_ro("n_batch", &lcn::Context::n_batch)
         .def_prop_ro("n_seq_max", &lcn::Context::n_seq_max)
-        .def_prop_ro("device_sampling", &lcn::Context::device_sampling,
-                     "Whether plain greedy requests are sampled inside the graph on the device.")
         .def_prop_ro("whole_model_on_gpu", &lcn::Context::whole_model_on_gpu,
                      "Every layer, the output included, runs on a GPU.")
         .def_prop_ro("n_threads", &lcn::Context::n_threads, "CPU threads for one-token graphs.")
@@ -137,17 +169,6 @@ void bind_context(nb::module_& m) {
             },
             nb::arg("seq") = 0, nb::call_guard<nb::gil_scoped_release>(),
             "Token ids the KV cache holds for a sequence.")
-        .def(
-            "time_bare_decode",
-            [](lcn::Context& self, int32_t n_tokens, bool batch_get_one) {
-                std::lock_guard<lcn::Baton> lock(self.mutex());
-                return self.time_bare_decode(n_tokens, batch_get_one);
-            },
-            nb::arg("n_tokens"), nb::arg("batch_get_one") = false, nb::call_guard<nb::gil_scoped_release>(),
-            "Diagnostics: ms per token of bare single-token decodes as llama-bench's tg test runs them (no "
-            "sampling); empties the cache before and after.")
-        .def("request_abort", &lcn::Context::request_abort, nb::arg("abort"),
-             "Makes the running and later decodes fail as cancelled until cleared (any thread).")
         .def(
             "perf",
             [](lcn::Context& self) {
@@ -200,18 +221,10 @@ void bind_context(nb::module_& m) {
                 return self.embed(inputs, normalize);
             },
             nb::arg("inputs"), nb::arg("normalize"), "One embedding per token list.")
-        .def("generate", &run_generate, nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"),
-             nb::arg("stop"), nb::arg("reuse_prefix"), nb::arg("ignore_eos"), nb::arg("logprobs"),
-             nb::arg("on_text").none(),
-             nb::sig("def generate(self, prompt: list[int], max_tokens: int, sampling: SamplingConfig, "
-                     "stop: list[str], reuse_prefix: bool, ignore_eos: bool, logprobs: int, "
-                     "on_text: collections.abc.Callable[[str], bool | None] | PieceQueue | None) -> "
-                     "GenerationResult"),
-             "Generates from token ids with the GIL released; on_text gets each released piece and may "
-             "return False to stop. A PieceQueue receives the pieces without the GIL.")
-        .def("start_stream", &start_stream, nb::arg("prompt"), nb::arg("max_tokens"), nb::arg("sampling"),
-             nb::arg("stop"), nb::arg("reuse_prefix"), nb::arg("ignore_eos"), nb::arg("logprobs"),
-             nb::keep_alive<0, 1>(),
+        .def("generate", &run_generate, nb::arg("request"), nb::arg("cancel").none() = nb::none(),
+             "Generates with the GIL released. `cancel` stops it within one token; on the main thread "
+             "Ctrl-C does too and raises KeyboardInterrupt once the context is idle again.")
+        .def("start_stream", &start_stream, nb::arg("request"), nb::keep_alive<0, 1>(),
              "Starts a streamed generation: waits for the context, decodes the prompt and the first token "
              "on this thread (GIL released), and returns with the first piece ready while the context's "
              "stream thread decodes the rest.");

@@ -1,12 +1,42 @@
 #include "../engine/errors.h"
 
+#include <exception>
+
 #include "bindings.h"
+
+namespace {
+
+// The Python classes of our C++ errors (owned by the module, which outlives every call).
+nb::handle llama_error, model_load_error, validation_error, generation_error;
+
+}  // namespace
 
 void bind_errors(nb::module_& m) {
     auto base = nb::exception<lcn::LlamaError>(m, "LlamaError");
-    nb::exception<lcn::ModelLoadError>(m, "ModelLoadError", base);
-    nb::exception<lcn::ValidationError>(m, "ValidationError", base);
-    nb::exception<lcn::GenerationError>(m, "GenerationError", base);
+    llama_error = base;
+    model_load_error = nb::exception<lcn::ModelLoadError>(m, "ModelLoadError", base);
+    validation_error = nb::exception<lcn::ValidationError>(m, "ValidationError", base);
+    generation_error = nb::exception<lcn::GenerationError>(m, "GenerationError", base);
+}
+
+nb::object exception_object(const std::exception_ptr& error) {
+    if (!error) return nb::none();
+    nb::handle type = llama_error;
+    std::string message;
+    try {
+        std::rethrow_exception(error);
+    } catch (const lcn::ModelLoadError& e) {
+        type = model_load_error, message = e.what();
+    } catch (const lcn::ValidationError& e) {
+        type = validation_error, message = e.what();
+    } catch (const lcn::GenerationError& e) {
+        type = generation_error, message = e.what();
+    } catch (const std::exception& e) {
+        message = e.what();  // LlamaError itself, and anything else of C++
+    } catch (...) {
+        message = "unknown C++ exception";
+    }
+    return type(decode_utf8(message));
 }
 
 nb::str decode_utf8(const std::string& text) {

@@ -20,10 +20,6 @@ struct PyGenerationResult {
     std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
 };
 
-lcn::GenerationRequest make_request(std::vector<llama_token> prompt, int32_t max_tokens,
-                                    const lcn::SamplingConfig& sampling, std::vector<std::string> stop,
-                                    bool ignore_eos, int32_t logprobs);
-
 PyGenerationResult to_python(lcn::GenerationResult&& result);
 
 // What Python holds of an lcn::Stream: dropping it cancels the generation (the stream

@@ -1,7 +1,6 @@
 #include "batch_engine.h"
 
 #include <algorithm>
-#include <chrono>
 #include <thread>
 #include <utility>
 
@@ -26,9 +25,7 @@ BatchEngine::BatchEngine(Context& context, size_t sampling_threads)
       slots_(context.n_seq_max()),
       streaming_(context.n_seq_max(), false),
       rows_(context.n_seq_max()),
-      tokens_(context.n_seq_max()),
       texts_(context.n_seq_max()),
-      error_kinds_(context.n_seq_max()),
       errors_(context.n_seq_max()),
       workers_(sampling_workers(context.n_seq_max(), sampling_threads)) {
     step_inputs_.reserve(slots_.size());
@@ -60,54 +57,35 @@ SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
 
 namespace {
 
-// Runs `body`; an exception becomes an error kind (as in SlotEvent) and its message.
+// Runs `body`; its exception, if any, is kept in `error` (it travels to the caller as itself).
 template <typename F>
-bool capture_error(int32_t& kind, std::string& message, F&& body) {
+bool capture_error(std::exception_ptr& error, F&& body) {
     try {
         body();
         return true;
-    } catch (const ValidationError& e) {
-        kind = 1, message = e.what();
-    } catch (const GenerationError& e) {
-        kind = 2, message = e.what();
-    } catch (const std::exception& e) {
-        kind = 3, message = e.what();
+    } catch (...) {
+        error = std::current_exception();
     }
     return false;
 }
 
-template <typename F>
-bool capture_error(SlotEvent& outcome, F&& body) {
-    return capture_error(outcome.error_kind, outcome.error, std::forward<F>(body));
-}
-
-struct AdmitTimer {  // counts every admission, failed ones included
-    StepTimings& timings;
-    int64_t requests;
-    std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now();
-    ~AdmitTimer() {
-        timings.admissions += requests;
-        timings.admit_us +=
-            std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now() - start).count();
-    }
-};
-
 }  // namespace
 
-std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requests, const std::vector<bool>& stream) {
-    AdmitTimer timer{timings_, static_cast<int64_t>(requests.size())};
+std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requests) {
     const size_t n = requests.size();
     std::vector<SlotEvent> outcomes(n);
     std::vector<std::unique_ptr<Sequence>> sequences(n);
     std::vector<size_t> slot_of(n, 0);
+    std::vector<bool> stream(n, false);
     std::vector<bool> taken(slots_.size(), false);
     for (size_t slot = 0; slot < slots_.size(); ++slot) taken[slot] = slots_[slot] != nullptr;
     // Every request gets a slot and a checked prompt, or its error.
     for (size_t i = 0; i < n; ++i) {
         size_t slot = 0;
         while (slot < taken.size() && taken[slot]) ++slot;
-        capture_error(outcomes[i], [&] {
-            if (slot == taken.size()) throw LlamaError("[LlamaPool] no free slot");
+        stream[i] = requests[i].stream;
+        capture_error(outcomes[i].error, [&] {
+            if (slot == taken.size()) throw LlamaError("admit: no free slot");
             requests[i].reuse_prefix = false;
             auto sequence = std::make_unique<Sequence>(context_, static_cast<llama_seq_id>(slot), std::move(requests[i]));
             sequence->prepare();
@@ -138,31 +116,31 @@ std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requ
         std::vector<std::string> texts(members.size());
         if (tokens > budget) {
             const size_t k = members.front();
-            capture_error(outcomes[k], [&] { sequences[k]->start(texts[0]); });
+            capture_error(outcomes[k].error, [&] { sequences[k]->start(texts[0]); });
         } else {
             std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>> group;
             for (size_t k : members) group.emplace_back(static_cast<llama_seq_id>(slot_of[k]), &sequences[k]->prompt());
-            SlotEvent failure;
+            std::exception_ptr failure;
             std::vector<int32_t> outputs;
             if (capture_error(failure, [&] { outputs = context_.prefill_group(group); })) {
                 for (size_t m = 0; m < members.size(); ++m) {
                     const size_t k = members[m];
-                    capture_error(outcomes[k], [&] { sequences[k]->start_at(outputs[m], texts[m]); });
+                    capture_error(outcomes[k].error, [&] { sequences[k]->start_at(outputs[m], texts[m]); });
                 }
             } else {
-                for (size_t k : members) outcomes[k].error_kind = failure.error_kind, outcomes[k].error = failure.error;
+                for (size_t k : members) outcomes[k].error = failure;
             }
         }
         for (size_t m = 0; m < members.size(); ++m) {
             const size_t k = members[m];
-            if (outcomes[k].error_kind != 0) {
+            if (outcomes[k].error) {
                 context_.clear_sequence(static_cast<llama_seq_id>(slot_of[k]));
                 sequences[k].reset();
                 continue;
             }
             const size_t slot = slot_of[k];
             slots_[slot] = std::move(sequences[k]);
-            streaming_[slot] = stream.at(k);
+            streaming_[slot] = stream[k];
             outcomes[k] = slots_[slot]->finished() ? finish_slot(slot, std::move(texts[m]))
                                                    : text_event(slot, std::move(texts[m]));
         }
@@ -171,7 +149,6 @@ std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requ
 }
 
 std::vector<SlotEvent> BatchEngine::step() {
-    using clock = std::chrono::steady_clock;
     step_inputs_.clear();
     step_slots_.clear();
     for (size_t i = 0; i < slots_.size(); ++i) {
@@ -182,51 +159,27 @@ std::vector<SlotEvent> BatchEngine::step() {
     std::vector<SlotEvent> events;
     const size_t n = step_slots_.size();
     if (n == 0) return events;
-    const auto t0 = clock::now();
     context_.decode_step(step_inputs_);
     // Fetched here, one after another: llama_get_logits_ith synchronizes the context and is
     // not thread-safe. Sampling then reads and writes only each slot's own row and state.
     for (size_t k = 0; k < n; ++k) {
-        const Sequence& sequence = *slots_[step_slots_[k]];
-        const auto index = static_cast<int32_t>(k);
         texts_[k].clear();
-        error_kinds_[k] = 0;
-        errors_[k].clear();
-        // A slot sampled on the device has its token already; the others get their logits row.
+        errors_[k] = nullptr;
         rows_[k] = nullptr;
-        tokens_[k] = LLAMA_TOKEN_NULL;
-        capture_error(error_kinds_[k], errors_[k], [&] {
-            if (sequence.samples_on_device()) {
-                tokens_[k] = context_.sampled_token(index);
-            } else {
-                rows_[k] = context_.logits(index);
-            }
-        });
+        capture_error(errors_[k], [&] { rows_[k] = context_.logits(static_cast<int32_t>(k)); });
     }
-    const auto t1 = clock::now();
     workers_.run(n, [this](size_t k) {
-        if (error_kinds_[k] != 0) return;
+        if (errors_[k]) return;
         Sequence& sequence = *slots_[step_slots_[k]];
-        capture_error(error_kinds_[k], errors_[k], [&] {
-            if (rows_[k] == nullptr) {
-                sequence.advance_with(tokens_[k], texts_[k]);
-            } else {
-                sequence.advance_from(rows_[k], texts_[k]);
-            }
-        });
+        capture_error(errors_[k], [&] { sequence.advance_from(rows_[k], texts_[k]); });
     });
-    const auto t2 = clock::now();
-    timings_.steps += 1;
-    timings_.decode_us += std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count();
-    timings_.sample_us += std::chrono::duration_cast<std::chrono::microseconds>(t2 - t1).count();
 
     for (size_t k = 0; k < n; ++k) {
         const size_t slot = step_slots_[k];
-        if (error_kinds_[k] != 0) {
+        if (errors_[k]) {
             slots_[slot]->cancel(texts_[k]);
             events.push_back(finish_slot(slot, std::move(texts_[k])));
-            events.back().error_kind = error_kinds_[k];
-            events.back().error = std::move(errors_[k]);
+            events.back().error = std::exchange(errors_[k], nullptr);
         } else if (slots_[slot]->finished()) {
             events.push_back(finish_slot(slot, std::move(texts_[k])));
         } else if (streaming_[slot]) {
@@ -247,7 +200,7 @@ std::vector<SlotEvent> BatchEngine::run() {
 
 SlotEvent BatchEngine::cancel(int32_t slot) {
     if (slot < 0 || static_cast<size_t>(slot) >= slots_.size() || slots_[static_cast<size_t>(slot)] == nullptr) {
-        throw ValidationError("[LlamaPool] slot " + std::to_string(slot) + " is not active");
+        throw ValidationError("cancel: slot " + std::to_string(slot) + " is not active");
     }
     std::string text;
     slots_[static_cast<size_t>(slot)]->cancel(text);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <atomic>
+#include <exception>
 #include <memory>
 #include <optional>
 #include <string>
@@ -20,19 +21,9 @@ struct SlotEvent {
     std::string text;  // text released by this step (may be empty)
     bool finished = false;
     GenerationResult result;  // valid when finished
-    // A request that failed on its own (sampling) finishes with the error here; the
-    // others go on. error_kind: 1 ValidationError, 2 GenerationError, 3 LlamaError.
-    int32_t error_kind = 0;
-    std::string error;
-};
-
-// Where the time of the steps went (microseconds, summed since the last reset).
-struct StepTimings {
-    int64_t steps = 0;
-    int64_t decode_us = 0;  // llama_decode and waiting for its logits
-    int64_t sample_us = 0;  // sampling, stop strings and text of every active slot
-    int64_t admissions = 0;
-    int64_t admit_us = 0;  // add_many(): decoding prompts and sampling their first tokens
+    // A request that failed on its own (sampling) finishes with its exception here; the
+    // others go on.
+    std::exception_ptr error;
 };
 
 // Not thread-safe: one scheduler thread drives it (and holds the context's mutex).
@@ -50,10 +41,10 @@ public:
 
     // Starts requests on free slots: decodes their prompts (those that fit n_batch together in
     // one llama_decode, one graph instead of one per request) and samples their first tokens.
-    // `stream[i]`: report request i's text at every step; otherwise only when it finishes.
-    // One outcome per request, in order: its first event, or its error (error_kind as in
-    // SlotEvent; slot -1) while the others start; a failed request leaves no trace.
-    std::vector<SlotEvent> add_many(std::vector<GenerationRequest> requests, const std::vector<bool>& stream);
+    // A request with `stream` reports its text at every step; otherwise only when it finishes.
+    // One outcome per request, in order: its first event, or its error (slot -1) while the
+    // others start; a failed request leaves no trace.
+    std::vector<SlotEvent> add_many(std::vector<GenerationRequest> requests);
 
     // One llama_decode for all active slots. Events: one per streaming slot, and one for
     // every slot that finished (its result, or its error).
@@ -69,8 +60,6 @@ public:
     // Ends a request now; its KV cells are freed.
     SlotEvent cancel(int32_t slot);
 
-    const StepTimings& timings() const { return timings_; }
-    void reset_timings() { timings_ = StepTimings{}; }
     size_t sampling_threads() const { return workers_.size(); }
 
 private:
@@ -82,15 +71,11 @@ private:
     std::vector<bool> streaming_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_inputs_;
     std::vector<size_t> step_slots_;
-    // Per position in a step: the logits row (or the token sampled on the device), the
-    // released text, an error.
+    // Per position in a step: the logits row, the released text, an error.
     std::vector<float*> rows_;
-    std::vector<llama_token> tokens_;
     std::vector<std::string> texts_;
-    std::vector<int32_t> error_kinds_;
-    std::vector<std::string> errors_;
+    std::vector<std::exception_ptr> errors_;
     WorkerPool workers_;  // samples the slots of a step side by side
-    StepTimings timings_;
     std::atomic<bool> interrupt_{false};
 };
 

@@ -110,7 +110,7 @@ ChatTemplate::ChatTemplate(const Model& model, const std::string& builtin_name) 
     try {
         jinja_->templates = common_chat_templates_init(model.get(), "");
     } catch (const std::exception& e) {
-        throw ValidationError(std::string("[Llama] the model's chat template cannot be parsed: ") + e.what());
+        throw ValidationError(std::string("the model's chat template cannot be parsed: ") + e.what());
     }
     source_ = common_chat_templates_source(jinja_->templates.get());
 }
@@ -139,7 +139,7 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool
             n = llama_chat_apply_template(builtin_.c_str(), chat.data(), chat.size(), add_generation_prompt,
                                           buf.data(), static_cast<int32_t>(buf.size()));
         }
-        if (n < 0) throw ValidationError("[Llama.create_chat_completion] template '" + builtin_ + "' failed to render");
+        if (n < 0) throw ValidationError("template '" + builtin_ + "' failed to render");
         buf.resize(static_cast<size_t>(n));
         out.prompt = std::move(buf);
         out.stops = builtin_stops(builtin_);
@@ -159,7 +159,7 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool
         out.prompt = std::move(params.prompt);
         out.stops = std::move(params.additional_stops);
     } catch (const std::exception& e) {
-        throw ValidationError(std::string("[Llama.create_chat_completion] the chat template failed to render: ") +
+        throw ValidationError(std::string("the chat template failed to render: ") +
                               e.what());
     }
     return out;

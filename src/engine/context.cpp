@@ -1,7 +1,6 @@
 #include "context.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <string>
@@ -15,7 +14,7 @@
 namespace lcn {
 namespace {
 
-bool abort_callback(void* data) { return static_cast<std::atomic<bool>*>(data)->load(std::memory_order_relaxed); }
+bool abort_callback(void* data) { return static_cast<const Context*>(data)->cancel_requested(); }
 
 int32_t default_threads() {
     const unsigned n = std::thread::hardware_concurrency();
@@ -72,7 +71,7 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
                                              : LLAMA_FLASH_ATTN_TYPE_ENABLED;
     if (p.pooling_type >= 0) cp.pooling_type = static_cast<enum llama_pooling_type>(p.pooling_type);
     cp.abort_callback = abort_callback;
-    cp.abort_callback_data = &abort_;
+    cp.abort_callback_data = this;
     clear_error_messages();
     ctx_ = llama_init_from_model(model_->get(), cp);
     if (ctx_ == nullptr) {
@@ -101,17 +100,12 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     }
     batch_ = llama_batch_init(static_cast<int32_t>(n_batch()), 0, static_cast<int32_t>(p.n_seq_max));
     cached_.resize(p.n_seq_max);
-    device_samplers_.resize(p.n_seq_max);
-    device_sampling_ = p.device_sampling && !p.embeddings;
 }
 
 Context::~Context() {
     stream_thread_.reset();  // ends a stream still running (cancelled by its owner) first
     llama_batch_free(batch_);
     if (ctx_ != nullptr) llama_free(ctx_);
-    for (auto& d : device_samplers_) {
-        if (d.chain != nullptr) llama_sampler_free(d.chain);
-    }
     // The pools outlive the context that used them.
     const CpuThreadpoolApi& pools = cpu_threadpool_api();
     if (threadpool_batch_ != nullptr) pools.destroy(threadpool_batch_);
@@ -142,33 +136,31 @@ void Context::clear_sequence(llama_seq_id seq) {
     cached_[check_seq(seq)].clear();
 }
 
-void Context::decode_batch(const char* what) { decode_batch(batch_, what); }
-
-void Context::decode_batch(const llama_batch& batch, const char* what) {
-    const int32_t rc = llama_decode(ctx_, batch);
+void Context::decode_batch(const char* what) {
+    const int32_t rc = llama_decode(ctx_, batch_);
     if (rc == 0) return;
-    if (rc == 2 || abort_requested()) throw GenerationError(std::string("[") + what + "] decoding was cancelled");
+    if (rc == 2) throw GenerationError(std::string(what) + ": cancelled");
     if (rc == 1) {
-        throw GenerationError(std::string("[") + what + "] no room in the KV cache for the batch (n_ctx=" +
+        throw GenerationError(std::string(what) + ": no room in the KV cache for the batch (n_ctx=" +
                               std::to_string(n_ctx()) + ")");
     }
-    throw GenerationError(std::string("[") + what + "] llama_decode failed with code " + std::to_string(rc));
+    throw GenerationError(std::string(what) + ": llama_decode failed with code " + std::to_string(rc));
 }
 
 void Context::check_prompt(const std::vector<llama_token>& tokens) const {
-    if (tokens.empty()) throw ValidationError("[Llama.generate] the prompt has no tokens");
+    if (tokens.empty()) throw ValidationError("prompt: the prompt has no tokens");
     if (tokens.size() >= n_ctx_seq()) {
-        throw ValidationError("[Llama.generate] the prompt has " + std::to_string(tokens.size()) +
+        throw ValidationError("prompt: the prompt has " + std::to_string(tokens.size()) +
                               " tokens but the context holds n_ctx=" + std::to_string(n_ctx_seq()) +
                               " per sequence (and needs room for at least one generated token)");
     }
-    for (llama_token t : tokens) model_->check_token(t, "Llama.generate");
+    for (llama_token t : tokens) model_->check_token(t, "prompt:");
 }
 
 std::vector<int32_t> Context::prefill_group(const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group) {
     size_t total = 0;
     for (const auto& [seq, tokens] : group) total += tokens->size();
-    if (total > n_batch()) throw ValidationError("[LlamaPool] prompts of one group exceed n_batch");
+    if (total > n_batch()) throw ValidationError("prefill: prompts of one group exceed n_batch");
     llama_memory_t mem = llama_get_memory(ctx_);
     batch_.n_tokens = 0;
     std::vector<int32_t> last;
@@ -182,7 +174,7 @@ std::vector<int32_t> Context::prefill_group(const std::vector<std::pair<llama_se
         }
         last.push_back(batch_.n_tokens - 1);
     }
-    decode_batch("LlamaPool.generate");
+    decode_batch("prefill");
     for (const auto& [seq, tokens] : group) cached_[static_cast<size_t>(seq)] = *tokens;
     last_output_ = batch_.n_tokens - 1;
     return last;
@@ -208,54 +200,36 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
     cache.resize(keep);
 
     const size_t chunk = n_batch();
-    for (size_t start = keep; start < tokens.size(); start += chunk) {
-        const size_t end = std::min(tokens.size(), start + chunk);
-        batch_.n_tokens = 0;
-        for (size_t i = start; i < end; ++i) {
-            push_token(tokens[i], static_cast<llama_pos>(i), seq, i + 1 == tokens.size());
+    try {
+        for (size_t start = keep; start < tokens.size(); start += chunk) {
+            if (cancel_requested()) throw GenerationError("prefill: cancelled");
+            const size_t end = std::min(tokens.size(), start + chunk);
+            batch_.n_tokens = 0;
+            for (size_t i = start; i < end; ++i) {
+                push_token(tokens[i], static_cast<llama_pos>(i), seq, i + 1 == tokens.size());
+            }
+            decode_batch("prefill");
+            cache.insert(cache.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
+                         tokens.begin() + static_cast<std::ptrdiff_t>(end));
         }
-        decode_batch("Llama.generate");
-        cache.insert(cache.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
-                     tokens.begin() + static_cast<std::ptrdiff_t>(end));
+    } catch (...) {
+        // A failed or aborted chunk may leave part of itself in the cache: the sequence starts over.
+        clear_sequence(seq);
+        throw;
     }
     last_output_ = batch_.n_tokens - 1;
     return keep;
 }
 
 void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step) {
-    if (step.size() > n_batch()) throw ValidationError("[Llama] more sequences in one step than n_batch");
+    if (step.size() > n_batch()) throw ValidationError("decode: more sequences in one step than n_batch");
     batch_.n_tokens = 0;
     for (const auto& [seq, token] : step) {
         push_token(token, static_cast<llama_pos>(cached_[check_seq(seq)].size()), seq, true);
     }
-    decode_batch("Llama.generate");
+    decode_batch("decode");
     for (const auto& [seq, token] : step) cached_[static_cast<size_t>(seq)].push_back(token);
     last_output_ = batch_.n_tokens - 1;
-}
-
-double Context::time_bare_decode(int32_t n_tokens, bool batch_get_one) {
-    if (n_tokens < 1 || static_cast<uint32_t>(n_tokens) >= n_ctx_seq()) {
-        throw ValidationError("[Context.time_bare_decode] n_tokens must be between 1 and n_ctx - 1");
-    }
-    clear();
-    llama_token token = 0;
-    const auto start = std::chrono::steady_clock::now();
-    try {
-        for (int32_t i = 0; i < n_tokens; ++i) {
-            if (!batch_get_one) {
-                batch_.n_tokens = 0;
-                push_token(token, static_cast<llama_pos>(i), 0, true);
-            }
-            decode_batch(batch_get_one ? llama_batch_get_one(&token, 1) : batch_, "Context.time_bare_decode");
-            llama_synchronize(ctx_);
-        }
-    } catch (...) {
-        clear();
-        throw;
-    }
-    const std::chrono::duration<double, std::milli> elapsed = std::chrono::steady_clock::now() - start;
-    clear();
-    return elapsed.count() / n_tokens;
 }
 
 bool Context::whole_model_on_gpu() const {
@@ -263,54 +237,9 @@ bool Context::whole_model_on_gpu() const {
     return llama_supports_gpu_offload() && (n_gpu_layers < 0 || n_gpu_layers > model_->n_layer());
 }
 
-bool Context::attach_greedy(llama_seq_id seq, const std::vector<llama_logit_bias>& biases) {
-    DeviceSampler& d = device_samplers_[check_seq(seq)];
-    const auto same = [&](const std::vector<llama_logit_bias>& other) {
-        return std::equal(biases.begin(), biases.end(), other.begin(), other.end(),
-                          [](const llama_logit_bias& a, const llama_logit_bias& b) {
-                              return a.token == b.token && a.bias == b.bias;
-                          });
-    };
-    if (d.chain != nullptr && same(d.biases)) return true;
-    detach_sampler(seq);
-    llama_sampler_chain_params params = llama_sampler_chain_default_params();
-    params.no_perf = true;
-    llama_sampler* chain = llama_sampler_chain_init(params);
-    if (!biases.empty()) {
-        llama_sampler_chain_add(chain, llama_sampler_init_logit_bias(model_->n_vocab(), static_cast<int32_t>(biases.size()),
-                                                                     biases.data()));
-    }
-    llama_sampler_chain_add(chain, llama_sampler_init_greedy());
-    if (!llama_set_sampler(ctx_, seq, chain)) {
-        llama_sampler_free(chain);
-        return false;
-    }
-    d.chain = chain;
-    d.biases = biases;
-    return true;
-}
-
-void Context::detach_sampler(llama_seq_id seq) {
-    DeviceSampler& d = device_samplers_[check_seq(seq)];
-    if (d.chain == nullptr) return;
-    llama_set_sampler(ctx_, seq, nullptr);
-    llama_sampler_free(d.chain);
-    d.chain = nullptr;
-    d.biases.clear();
-}
-
-llama_token Context::sampled_token(int32_t output_index) {
-    const llama_token token = llama_get_sampled_token_ith(ctx_, output_index);
-    if (token == LLAMA_TOKEN_NULL) {
-        throw GenerationError("[Llama.generate] no token was sampled on the device for output " +
-                              std::to_string(output_index));
-    }
-    return token;
-}
-
 float* Context::logits(int32_t output_index) {
     float* row = llama_get_logits_ith(ctx_, output_index);
-    if (row == nullptr) throw GenerationError("[Llama.generate] no logits for output " + std::to_string(output_index));
+    if (row == nullptr) throw GenerationError("decode: no logits for output " + std::to_string(output_index));
     return row;
 }
 
@@ -354,7 +283,7 @@ struct Reader {
     size_t pos = 0;
     template <typename T>
     T get() {
-        if (data.size() - pos < sizeof(T)) throw ValidationError("[Llama.set_state] the state data is truncated");
+        if (data.size() - pos < sizeof(T)) throw ValidationError("the state data is truncated");
         T value;
         std::memcpy(&value, data.data() + pos, sizeof value);
         pos += sizeof value;
@@ -384,35 +313,35 @@ std::string Context::get_state() const {
 
 void Context::set_state(const std::string& data) {
     if (data.size() < sizeof kStateMagic || std::memcmp(data.data(), kStateMagic, sizeof kStateMagic) != 0) {
-        throw ValidationError("[Llama.set_state] not a llama-cpp-nanobind state (bad magic bytes)");
+        throw ValidationError("not a llama-cpp-nanobind state (bad magic bytes)");
     }
     Reader r{data, sizeof kStateMagic};
-    if (r.get<uint32_t>() != kStateVersion) throw ValidationError("[Llama.set_state] unsupported state version");
+    if (r.get<uint32_t>() != kStateVersion) throw ValidationError("unsupported state version");
     if (!(r.get<Fingerprint>() == fingerprint_of(*model_))) {
-        throw ValidationError("[Llama.set_state] the state was saved from a different model");
+        throw ValidationError("the state was saved from a different model");
     }
     const auto n_seq = r.get<uint32_t>();
     if (n_seq != cached_.size()) {
-        throw ValidationError("[Llama.set_state] the state has " + std::to_string(n_seq) +
+        throw ValidationError("the state has " + std::to_string(n_seq) +
                               " sequences but this context has n_seq_max=" + std::to_string(cached_.size()));
     }
     std::vector<std::vector<llama_token>> cached(n_seq);
     for (auto& tokens : cached) {
         const auto n = r.get<uint64_t>();
         if (n > n_ctx_seq() || (data.size() - r.pos) / sizeof(llama_token) < n) {
-            throw ValidationError("[Llama.set_state] the state data is corrupt (token count)");
+            throw ValidationError("the state data is corrupt (token count)");
         }
         tokens.resize(static_cast<size_t>(n));
         std::memcpy(tokens.data(), data.data() + r.pos, tokens.size() * sizeof(llama_token));
         r.pos += tokens.size() * sizeof(llama_token);
     }
     const auto size = r.get<uint64_t>();
-    if (size != data.size() - r.pos) throw ValidationError("[Llama.set_state] the state data is truncated");
+    if (size != data.size() - r.pos) throw ValidationError("the state data is truncated");
     clear_error_messages();
     const size_t read = llama_state_set_data(ctx_, reinterpret_cast<const uint8_t*>(data.data() + r.pos), size);
     if (read == 0) {
         clear();
-        throw ValidationError("[Llama.set_state] llama.cpp rejected the state: " + last_error_messages());
+        throw ValidationError("llama.cpp rejected the state: " + last_error_messages());
     }
     cached_ = std::move(cached);
 }
@@ -425,7 +354,7 @@ void Context::set_adapters(const std::vector<std::pair<std::shared_ptr<LoraAdapt
         scales.push_back(scale);
     }
     if (llama_set_adapters_lora(ctx_, handles.data(), handles.size(), scales.data()) != 0) {
-        throw ValidationError("[Llama.load_lora] llama.cpp could not apply the adapters");
+        throw ValidationError("llama.cpp could not apply the adapters");
     }
     adapters_ = adapters;
 }
@@ -436,12 +365,12 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
     const bool encoder_only = llama_model_has_encoder(model_->get()) && !llama_model_has_decoder(model_->get());
     const size_t max_tokens = std::min<size_t>(n_batch(), n_ctx());
     for (const auto& tokens : inputs) {
-        if (tokens.empty()) throw ValidationError("[Llama.embed] an input has no tokens");
+        if (tokens.empty()) throw ValidationError("an input has no tokens");
         if (tokens.size() > max_tokens) {
-            throw ValidationError("[Llama.embed] an input has " + std::to_string(tokens.size()) +
+            throw ValidationError("an input has " + std::to_string(tokens.size()) +
                                   " tokens; at most " + std::to_string(max_tokens) + " fit (n_batch, n_ctx)");
         }
-        for (llama_token t : tokens) model_->check_token(t, "Llama.embed");
+        for (llama_token t : tokens) model_->check_token(t, "");
     }
     std::vector<std::vector<float>> out(inputs.size());
     size_t next = 0;
@@ -459,20 +388,20 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
             ++next;
         }
         const int32_t rc = encoder_only ? llama_encode(ctx_, batch_) : llama_decode(ctx_, batch_);
-        if (rc != 0) throw GenerationError("[Llama.embed] llama.cpp failed to compute embeddings (code " +
+        if (rc != 0) throw GenerationError("llama.cpp failed to compute embeddings (code " +
                                            std::to_string(rc) + ")");
         for (size_t k = 0; k < members.size(); ++k) {
             const auto [index, first] = members[k];
             std::vector<float> v(static_cast<size_t>(n_embd), 0.0f);
             if (pooling != LLAMA_POOLING_TYPE_NONE) {
                 const float* e = llama_get_embeddings_seq(ctx_, static_cast<llama_seq_id>(k));
-                if (e == nullptr) throw GenerationError("[Llama.embed] llama.cpp returned no pooled embedding");
+                if (e == nullptr) throw GenerationError("llama.cpp returned no pooled embedding");
                 std::copy(e, e + n_embd, v.begin());
             } else {
                 const size_t n = inputs[index].size();
                 for (size_t i = 0; i < n; ++i) {
                     const float* e = llama_get_embeddings_ith(ctx_, first + static_cast<int32_t>(i));
-                    if (e == nullptr) throw GenerationError("[Llama.embed] llama.cpp returned no token embedding");
+                    if (e == nullptr) throw GenerationError("llama.cpp returned no token embedding");
                     for (int32_t d = 0; d < n_embd; ++d) v[static_cast<size_t>(d)] += e[d] / static_cast<float>(n);
                 }
             }

@@ -35,11 +35,21 @@ struct ContextParams {
     bool embeddings = false;
     int32_t flash_attn = -1;    // -1 auto, 0 off, 1 on
     int32_t pooling_type = -1;  // llama_pooling_type; -1 from the model
-    // Greedy sampling inside the model's graph on the device (llama_set_sampler).
-    bool device_sampling = false;
     // Busy-wait level of the CPU thread pools, 0-100; -1: 0 when the whole model is on a GPU
     // (the CPU threads have next to nothing to do), else ggml's default.
     int32_t cpu_poll = -1;
+};
+
+// Set from any thread, or a signal handler (lock-free), to stop a generation: the decode loop
+// checks it after every token, a prompt's decode before every n_batch chunk and, on the CPU
+// backend, during the graph (llama.cpp's abort callback).
+class CancelToken {
+public:
+    void cancel() noexcept { flag_.store(true, std::memory_order_relaxed); }
+    bool cancelled() const noexcept { return flag_.load(std::memory_order_relaxed); }
+
+private:
+    std::atomic<bool> flag_{false};
 };
 
 // Thread-safety: a Context is used by one decode loop at a time. Callers that
@@ -82,7 +92,7 @@ public:
 
     // Decodes the whole prompts of several sequences (checked, at most n_batch tokens in all)
     // in one llama_decode, replacing what those sequences held. Returns, per entry, the batch
-    // index of its last token (what logits() and sampled_token() take).
+    // index of its last token (what logits() takes).
     std::vector<int32_t> prefill_group(const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group);
 
     // Decodes one token for each (sequence, token) pair in a single llama_decode;
@@ -90,30 +100,19 @@ public:
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
 
     int32_t last_output() const { return last_output_; }
+    // The token that cancels the decodes from now on (nullptr: none); set by the decode loop.
+    void set_cancel(const CancelToken* token) { cancel_.store(token, std::memory_order_relaxed); }
+    bool cancel_requested() const {
+        const CancelToken* token = cancel_.load(std::memory_order_relaxed);
+        return token != nullptr && token->cancelled();
+    }
     // Waits until the device has finished every queued decode.
     void synchronize() { llama_synchronize(ctx_); }
-    // Diagnostics (benchmarks): empties the cache, then decodes `n_tokens` single tokens of
-    // sequence 0 the way llama-bench's tg test does (one fixed token, no sampling, synchronize
-    // after each) and returns the mean milliseconds per token; the cache is emptied again.
-    // `batch_get_one` builds each batch with llama_batch_get_one instead of our own batch.
-    double time_bare_decode(int32_t n_tokens, bool batch_get_one);
-
-    // On-device greedy sampling: a sequence with a greedy chain attached gets its next
-    // token computed inside the graph, and only that token comes back (no row of logits).
-    bool device_sampling() const { return device_sampling_; }
     // Every layer, the output included, runs on a GPU.
     bool whole_model_on_gpu() const;
     // CPU threads llama.cpp uses for one-token graphs and for batches.
     int32_t n_threads() const { return llama_n_threads(ctx_); }
     int32_t n_threads_batch() const { return llama_n_threads_batch(ctx_); }
-    // Attaches greedy-with-these-biases to `seq`, keeping the chain it already has when the
-    // biases are the same (a change makes llama.cpp re-plan its graphs). Returns false when
-    // llama.cpp cannot run it on the device: the sequence then samples on the host.
-    bool attach_greedy(llama_seq_id seq, const std::vector<llama_logit_bias>& biases);
-    // Back to host sampling from logits for `seq` (no-op when nothing is attached).
-    void detach_sampler(llama_seq_id seq);
-    // The token chosen on the device for an output of the last decode.
-    llama_token sampled_token(int32_t output_index);
     // The logits row of an output of the last decode (waits for the backend). Call from the
     // thread that decodes; the rows themselves may then be read by other threads.
     float* logits(int32_t output_index);
@@ -135,11 +134,6 @@ public:
     // without pooling gets the mean of its token embeddings. Clears the KV cache.
     std::vector<std::vector<float>> embed(const std::vector<std::vector<llama_token>>& inputs, bool normalize);
 
-    // Set from any thread: the decode in progress (CPU backend) and every later
-    // decode fail with a cancellation until the flag is cleared.
-    void request_abort(bool abort) { abort_.store(abort, std::memory_order_relaxed); }
-    bool abort_requested() const { return abort_.load(std::memory_order_relaxed); }
-
 private:
     size_t check_seq(llama_seq_id seq) const;
     // Appends one token of one sequence to batch_.
@@ -152,7 +146,6 @@ private:
         batch_.logits[j] = output;
     }
     void decode_batch(const char* what);  // batch_
-    void decode_batch(const llama_batch& batch, const char* what);
 
     std::shared_ptr<Model> model_;
     llama_context* ctx_ = nullptr;
@@ -164,14 +157,7 @@ private:
     std::vector<std::vector<llama_token>> cached_;
     std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;
     int32_t last_output_ = -1;
-    bool device_sampling_ = false;
-    // Per sequence: the attached on-device chain (owned; freed after the context) and its biases.
-    struct DeviceSampler {
-        llama_sampler* chain = nullptr;
-        std::vector<llama_logit_bias> biases;
-    };
-    std::vector<DeviceSampler> device_samplers_;
-    std::atomic<bool> abort_{false};
+    std::atomic<const CancelToken*> cancel_{nullptr};
     Baton mutex_;
     std::mutex stream_thread_mutex_;
     std::unique_ptr<JobThread> stream_thread_;

@@ -22,14 +22,7 @@ Sequence::Sequence(Context& context, llama_seq_id seq_id, GenerationRequest requ
       seq_id_(seq_id),
       request_(std::move(request)),
       sampler_(context.model(), request_.sampling),
-      text_(request_.stop) {
-    // Log-probabilities need the logits on the host; anything but plain greedy samples there.
-    if (context_.device_sampling() && sampler_.plain_greedy() && request_.logprobs < 0) {
-        on_device_ = context_.attach_greedy(seq_id_, sampler_.greedy_biases());
-    } else {
-        context_.detach_sampler(seq_id_);
-    }
-}
+      text_(request_.stop) {}
 
 void Sequence::start(std::string& text_out) {
     const size_t before = text_out.size();
@@ -39,21 +32,7 @@ void Sequence::start(std::string& text_out) {
 
 void Sequence::advance(int32_t output_index, std::string& text_out) {
     const size_t before = text_out.size();
-    take_output(output_index, text_out);
-    result_.text.append(text_out, before, std::string::npos);
-}
-
-void Sequence::take_output(int32_t output_index, std::string& text_out) {
-    if (on_device_) {
-        take(context_.sampled_token(output_index), text_out);
-    } else {
-        sample_and_take(context_.logits(output_index), text_out);
-    }
-}
-
-void Sequence::advance_with(llama_token token, std::string& text_out) {
-    const size_t before = text_out.size();
-    take(token, text_out);
+    sample_and_take(context_.logits(output_index), text_out);
     result_.text.append(text_out, before, std::string::npos);
 }
 
@@ -80,7 +59,7 @@ void Sequence::start_at(int32_t output_index, std::string& text_out) {
     const size_t before = text_out.size();
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
-    take_output(output_index, text_out);
+    sample_and_take(context_.logits(output_index), text_out);
     result_.text.append(text_out, before, std::string::npos);
 }
 
@@ -89,12 +68,12 @@ void Sequence::start_impl(std::string& text_out) {
     result_.n_reused_tokens = context_.prefill(seq_id_, request_.prompt, request_.reuse_prefix);
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
-    take_output(context_.last_output(), text_out);
+    sample_and_take(context_.logits(context_.last_output()), text_out);
 }
 
 void Sequence::sample_and_take(float* logits, std::string& text_out) {
     const llama_token token = sampler_.sample(logits);
-    if (request_.logprobs >= 0 && !(context_.model().is_eog(token) && !request_.ignore_eos)) {
+    if (request_.logprobs >= 0 && !context_.model().is_eog(token)) {
         // Log-softmax of the model's raw logits (before any sampler), only when asked:
         // it costs a pass over the vocabulary per token.
         const int32_t n_vocab = context_.model().n_vocab();
@@ -119,7 +98,7 @@ void Sequence::sample_and_take(float* logits, std::string& text_out) {
 
 void Sequence::take(llama_token token, std::string& text_out) {
     const Model& model = context_.model();
-    if (model.is_eog(token) && !request_.ignore_eos) {
+    if (model.is_eog(token)) {
         finish(FinishReason::stop, text_out);
         return;
     }
@@ -146,18 +125,20 @@ void Sequence::finish(FinishReason reason, std::string& text_out) {
 
 
 DecodeLoop::DecodeLoop(Context& context, GenerationRequest request, TextCallback on_text,
-                       const std::atomic<bool>* cancel)
+                       const CancelToken* cancel)
     : context_(context),
       seq_(context, 0, std::move(request)),
       on_text_(std::move(on_text)),
       cancel_(cancel),
-      step_(1) {}
+      step_(1) {
+    context_.set_cancel(cancel_);
+}
 
 void DecodeLoop::emit() {
     bool keep_going = true;
     if (on_text_) keep_going = on_text_(piece_);
     piece_.clear();
-    if (cancel_ != nullptr && cancel_->load(std::memory_order_relaxed)) keep_going = false;
+    if (cancel_ != nullptr && cancel_->cancelled()) keep_going = false;
     if (!keep_going) seq_.cancel(piece_);
 }
 
@@ -199,7 +180,7 @@ GenerationResult DecodeLoop::finish() {
 }
 
 GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
-                          const std::atomic<bool>* cancel) {
+                          const CancelToken* cancel) {
     DecodeLoop loop(context, std::move(request), on_text, cancel);
     loop.start();
     return loop.finish();

@@ -24,8 +24,8 @@ struct GenerationRequest {
     SamplingConfig sampling;
     std::vector<std::string> stop;
     bool reuse_prefix = false;  // keep the cached prefix shared with the last call
-    bool ignore_eos = false;
     int32_t logprobs = -1;  // >= 0: record each token's log-probability and this many alternatives
+    bool stream = false;    // the pool reports this request's text every step (else when it finishes)
 };
 
 enum class FinishReason { none, stop, length, cancelled };
@@ -64,19 +64,12 @@ public:
     // The same, from a row of logits the caller fetched (llama_get_logits_ith is not safe to
     // call from several threads; sampling from distinct rows is). Touches only this sequence.
     void advance_from(float* logits, std::string& text_out);
-    // The same, with the token the device sampled (when samples_on_device()).
-    void advance_with(llama_token token, std::string& text_out);
-    // Greedy on the device (Context::attach_greedy): the context returns this sequence's
-    // token instead of its logits.
-    bool samples_on_device() const { return on_device_; }
     const std::vector<llama_token>& prompt() const { return request_.prompt; }
     size_t prompt_size() const { return request_.prompt.size(); }
     void cancel(std::string& text_out);
 
 private:
     void start_impl(std::string& text_out);
-    // The token of an output of the last decode: sampled on the device, or from its logits.
-    void take_output(int32_t output_index, std::string& text_out);
     void sample_and_take(float* logits, std::string& text_out);
     void take(llama_token token, std::string& text_out);
     void finish(FinishReason reason, std::string& text_out);
@@ -87,7 +80,6 @@ private:
     SamplerChain sampler_;
     TextStream text_;
     llama_token next_ = -1;
-    bool on_device_ = false;
     GenerationResult result_;
 };
 
@@ -98,11 +90,13 @@ using TextCallback = std::function<bool(const std::string&)>;
 // piece; finish() runs the rest of the loop. From the second token on, each token's decode is
 // queued before the previous token's piece is handed over, so the consumer's work overlaps
 // the device's. `on_text` receives each released piece (once per token, text or
-// not, so a consumer can cancel within one token); returning false, or `cancel` set, cancels.
+// not, so a consumer can cancel within one token); returning false, or `cancel` set, cancels
+// (`cancel` also stops the prompt's decode, see CancelToken).
 class DecodeLoop {
 public:
     DecodeLoop(Context& context, GenerationRequest request, TextCallback on_text,
-               const std::atomic<bool>* cancel = nullptr);
+               const CancelToken* cancel = nullptr);
+    ~DecodeLoop() { context_.set_cancel(nullptr); }
     DecodeLoop(const DecodeLoop&) = delete;
     DecodeLoop& operator=(const DecodeLoop&) = delete;
 
@@ -119,13 +113,13 @@ private:
     Context& context_;
     Sequence seq_;
     TextCallback on_text_;
-    const std::atomic<bool>* cancel_;
+    const CancelToken* cancel_;
     std::string piece_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_;
 };
 
 // start() and finish() on the calling thread.
 GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,
-                          const std::atomic<bool>* cancel = nullptr);
+                          const CancelToken* cancel = nullptr);
 
 }  // namespace lcn

@@ -6,13 +6,13 @@
 namespace lcn {
 
 std::shared_ptr<LoraAdapter> LoraAdapter::load(std::shared_ptr<Model> model, const std::string& path) {
-    check_gguf_file(path, "Llama.load_lora", "LoRA adapter file");
+    check_gguf_file(path, "", "LoRA adapter file");  // the Python layer names the API
     clear_error_messages();
     llama_adapter_lora* adapter = llama_adapter_lora_init(model->get(), path.c_str());
     if (adapter == nullptr) {
         std::string reason = last_error_messages();
         if (reason.empty()) reason = "llama.cpp rejected the adapter";
-        throw ValidationError("[Llama.load_lora] cannot apply LoRA adapter '" + path + "' to this model: " + reason);
+        throw ValidationError("cannot apply LoRA adapter '" + path + "' to this model: " + reason);
     }
     return std::shared_ptr<LoraAdapter>(new LoraAdapter(std::move(model), adapter, path));
 }

@@ -11,7 +11,7 @@ namespace lcn {
 // Checks llama.cpp would otherwise report only through its log (or not at all):
 // a clear, specific reason is worth a few syscalls before the real load.
 void check_gguf_file(const std::string& path, const char* api, const char* what) {
-    const std::string prefix = std::string("[") + api + "] ";
+    const std::string prefix = *api != 0 ? std::string("[") + api + "] " : std::string();
     if (path.empty()) throw ModelLoadError(prefix + "the path is empty");
     std::ifstream file(path, std::ios::binary);
     if (!file) {
@@ -48,7 +48,7 @@ Model::~Model() { llama_model_free(model_); }
 
 std::vector<llama_token> Model::tokenize(std::string_view text, bool add_special, bool parse_special) const {
     if (text.size() > static_cast<size_t>(INT32_MAX) / 2) {
-        throw ValidationError("[Llama.tokenize] text is too long to tokenize");
+        throw ValidationError("text is too long to tokenize");
     }
     const auto n_text = static_cast<int32_t>(text.size());
     // A token covers at least one byte, plus BOS/EOS: this bound is exact enough
@@ -61,14 +61,14 @@ std::vector<llama_token> Model::tokenize(std::string_view text, bool add_special
         n = llama_tokenize(vocab_, text.data(), n_text, tokens.data(), static_cast<int32_t>(tokens.size()),
                            add_special, parse_special);
     }
-    if (n < 0) throw LlamaError("[Llama.tokenize] llama_tokenize failed");
+    if (n < 0) throw LlamaError("llama_tokenize failed");
     tokens.resize(static_cast<size_t>(n));
     return tokens;
 }
 
-void Model::check_token(llama_token token, const char* api) const {
+void Model::check_token(llama_token token, const char* what) const {
     if (token < 0 || token >= n_vocab()) {
-        throw ValidationError(std::string("[") + api + "] token id " + std::to_string(token) +
+        throw ValidationError(std::string(what) + (*what != 0 ? " " : "") + "token id " + std::to_string(token) +
                               " is out of range (vocabulary has " + std::to_string(n_vocab()) + " tokens)");
     }
 }
@@ -84,7 +84,7 @@ std::string Model::token_to_piece(llama_token token, bool render_special) const 
 }
 
 std::string Model::detokenize(const std::vector<llama_token>& tokens, bool render_special) const {
-    for (llama_token t : tokens) check_token(t, "Llama.detokenize");
+    for (llama_token t : tokens) check_token(t, "");
     std::string text;
     for (llama_token t : tokens) text += token_to_piece(t, render_special);
     return text;

@@ -41,7 +41,8 @@ public:
     // Raw bytes of the tokens' text (may end inside a UTF-8 character).
     std::string detokenize(const std::vector<llama_token>& tokens, bool render_special) const;
     std::string token_to_piece(llama_token token, bool render_special) const;
-    void check_token(llama_token token, const char* api) const;
+    // ValidationError, its message starting with `what`, unless `token` is in the vocabulary.
+    void check_token(llama_token token, const char* what) const;
 
     int32_t n_vocab() const { return llama_vocab_n_tokens(vocab_); }
     int32_t n_ctx_train() const { return llama_model_n_ctx_train(model_); }

@@ -21,7 +21,7 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
     std::vector<llama_logit_bias> biases;
     biases.reserve(c.logit_bias.size());
     for (const auto& [token, bias] : c.logit_bias) {
-        model.check_token(token, "SamplingParams.logit_bias");
+        model.check_token(token, "logit_bias:");
         biases.push_back({token, bias});
     }
     llama_sampler* grammar = nullptr;
@@ -150,7 +150,7 @@ llama_token SamplerChain::argmax(float* logits) {
 llama_token SamplerChain::sample(float* logits) {
     if (plain_greedy_) {
         const llama_token token = argmax(logits);
-        if (token < 0) throw GenerationError("[Llama.generate] every token has a logit of -inf");
+        if (token < 0) throw GenerationError("sampling: every token has a logit of -inf");
         return token;
     }
     candidates_.resize(static_cast<size_t>(n_vocab_));  // allocates on the first token only
@@ -159,7 +159,7 @@ llama_token SamplerChain::sample(float* logits) {
     if (grammar_ != nullptr) llama_sampler_apply(grammar_, &cur);
     llama_sampler_apply(chain_, &cur);
     if (cur.selected < 0 || static_cast<size_t>(cur.selected) >= cur.size) {
-        throw GenerationError("[Llama.generate] the sampler chain selected no token (grammar dead end?)");
+        throw GenerationError("sampling: the sampler chain selected no token (grammar dead end?)");
     }
     const llama_token token = cur.data[cur.selected].id;
     if (grammar_ != nullptr) llama_sampler_accept(grammar_, token);

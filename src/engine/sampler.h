@@ -62,10 +62,6 @@ public:
     // Feeds a prompt token to the penalty history (never to the grammar, which
     // constrains only what is generated).
     void accept_prompt(llama_token token) { llama_sampler_accept(chain_, token); }
-    // Greedy with nothing but logit biases: what the device can sample (Context::attach_greedy).
-    bool plain_greedy() const { return plain_greedy_; }
-    // Its biases, one per token (duplicates summed), sorted by token.
-    const std::vector<llama_logit_bias>& greedy_biases() const { return biases_; }
 
 private:
     // Greedy with nothing but logit biases (the common case of temperature 0): the argmax

@@ -12,7 +12,9 @@ from ._logging import disable_logging, print_system_info, reset_logging, set_log
 from .config import LlamaConfig
 from .errors import GenerationError, LlamaError, ModelLoadError, ValidationError
 from .grammar import LlamaGrammar
-from .llama import Llama, LoraAdapter, shutdown
+from ._registry import shutdown
+from .llama import Llama
+from .lora import LoraAdapter
 from .pool import LlamaPool
 from .sampling import SamplingParams
 

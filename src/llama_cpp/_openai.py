@@ -8,23 +8,30 @@ import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from . import _core
 from ._streaming import GenerationStream
 from .errors import ValidationError
 from .grammar import LlamaGrammar
 
 
-def _usage(result: Any) -> dict[str, int]:
+def _ended(stream: GenerationStream) -> _core.GenerationResult:
+    result = stream.result
+    assert result is not None  # the iteration has ended without an error
+    return result
+
+
+def _usage(result: _core.GenerationResult) -> dict[str, int]:
     prompt, completion = int(result.n_prompt_tokens), len(result.tokens)
     return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
 
 
-def _finish_reason(result: Any) -> str:
+def _finish_reason(result: _core.GenerationResult) -> str:
     # A cancelled generation only happens when a stream is closed early; report it as
     # OpenAI does any generation cut short by the caller.
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _completion_logprobs(result: Any, pieces: dict[int, str], offset: int) -> dict[str, Any]:
+def _completion_logprobs(result: _core.GenerationResult, pieces: dict[int, str], offset: int) -> dict[str, Any]:
     tokens = [pieces[t] for t in result.tokens]
     offsets = []
     for text in tokens:
@@ -38,7 +45,7 @@ def _completion_logprobs(result: Any, pieces: dict[int, str], offset: int) -> di
     }
 
 
-def completion(result: Any, model: str, echo_prefix: str, pieces: dict[int, str] | None) -> dict[str, Any]:
+def completion(result: _core.GenerationResult, model: str, echo_prefix: str, pieces: dict[int, str] | None) -> dict[str, Any]:
     return {
         "id": f"cmpl-{uuid.uuid4()}",
         "object": "text_completion",
@@ -73,10 +80,10 @@ def completion_chunks(stream: GenerationStream, model: str, echo_prefix: str) ->
             yield chunk(echo_prefix, None)
         for piece in stream:
             yield chunk(piece, None)
-        yield chunk("", _finish_reason(stream.result))
+        yield chunk("", _finish_reason(_ended(stream)))
 
 
-def _chat_logprobs(result: Any, pieces: dict[int, str]) -> dict[str, Any]:
+def _chat_logprobs(result: _core.GenerationResult, pieces: dict[int, str]) -> dict[str, Any]:
     content = []
     for token, lp, alternatives in zip(result.tokens, result.token_logprobs, result.top_logprobs):
         text = pieces[token]
@@ -93,7 +100,7 @@ def _chat_logprobs(result: Any, pieces: dict[int, str]) -> dict[str, Any]:
     return {"content": content}
 
 
-def chat_completion(result: Any, model: str, pieces: dict[int, str] | None) -> dict[str, Any]:
+def chat_completion(result: _core.GenerationResult, model: str, pieces: dict[int, str] | None) -> dict[str, Any]:
     return {
         "id": f"chatcmpl-{uuid.uuid4()}",
         "object": "chat.completion",
@@ -133,7 +140,7 @@ class ChatChunks:
     def piece(self, text: str) -> dict[str, Any]:
         return self._chunk({"content": text}, None)
 
-    def end(self, result: Any) -> dict[str, Any]:
+    def end(self, result: _core.GenerationResult) -> dict[str, Any]:
         return self._chunk({}, _finish_reason(result))
 
 
@@ -143,7 +150,7 @@ def chat_chunks(stream: GenerationStream, model: str) -> Iterator[dict[str, Any]
         yield chunks.start()
         for piece in stream:
             yield chunks.piece(piece)
-        yield chunks.end(stream.result)
+        yield chunks.end(_ended(stream))
 
 
 def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str, Any]:

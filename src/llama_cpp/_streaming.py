@@ -11,23 +11,24 @@ context is free, so the instance is ready for the next call.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 from . import _core
+from ._errors import api_errors
 
 
 class GenerationStream:
     """Iterator of text pieces from a generation running on a background thread.
     ``result`` holds the final GenerationResult once the iterator is exhausted."""
 
-    def __init__(self, start: Callable[[], Any]) -> None:
-        self._start: Callable[[], Any] | None = start
-        self._stream: Any = None  # _core.Stream once started
-        self._result: Any = None  # converted once, when the generation has ended
+    def __init__(self, start: Callable[[], _core.Stream], api: str) -> None:
+        self._start: Callable[[], _core.Stream] | None = start
+        self._api = api  # names the public method on the generation's errors
+        self._stream: _core.Stream | None = None
+        self._result: _core.GenerationResult | None = None  # converted once, when the generation has ended
         self._finished = False
 
     @property
-    def result(self) -> Any:
+    def result(self) -> _core.GenerationResult | None:
         """The GenerationResult, once the generation has ended (else None)."""
         stream = self._stream
         if self._result is None and stream is not None and stream.done:
@@ -58,10 +59,11 @@ class GenerationStream:
                 raise
         piece = self._stream.get()
         if piece is not None:
-            return piece  # type: ignore[no-any-return]
+            return piece
         self._finished = True
         self._stream.wait()
-        self._result = self._stream.result()  # raises the generation's error, if any
+        with api_errors(self._api):
+            self._result = self._stream.result()  # raises the generation's error, if any
         raise StopIteration
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ with the API name, the field, the value and the limit."""
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 from .errors import ValidationError
@@ -38,3 +39,30 @@ def require_bool(api: str, name: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValidationError(f"[{api}] {name} must be a bool, got {value!r}")
     return value
+
+
+def token_list(api: str, tokens: Any) -> list[int]:
+    """``tokens`` as a list of token ids (ints in int32 range); the vocabulary is C++'s check."""
+    if isinstance(tokens, (str, bytes)):
+        raise ValidationError(f"[{api}] expected a sequence of token ids, got {type(tokens).__name__}")
+    try:
+        ids = list(tokens)
+    except TypeError:
+        raise ValidationError(f"[{api}] expected a sequence of token ids, got {type(tokens).__name__}") from None
+    for t in ids:
+        if isinstance(t, bool) or not isinstance(t, int):
+            raise ValidationError(f"[{api}] token ids must be ints, got {t!r}")
+        if not -(2**31) <= t < 2**31:
+            raise ValidationError(f"[{api}] token id {t} is out of range")
+    return ids
+
+
+def stop_list(api: str, stop: str | Sequence[str] | None) -> list[str]:
+    """``stop`` as a list of non-empty strings."""
+    if stop is None:
+        return []
+    stops = [stop] if isinstance(stop, str) else list(stop)
+    for s in stops:
+        if not isinstance(s, str):
+            raise ValidationError(f"[{api}] stop must be a str or a list of str, got {s!r}")
+    return [s for s in stops if s]

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields
-from typing import Any
 
-from . import _core
 from ._validate import require_bool, require_int
 from .errors import ValidationError
 
 _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
-_POOLING = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
+POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
 
 
 @dataclass(kw_only=True)
@@ -35,11 +33,6 @@ class LlamaConfig:
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
-        device_sampling: sample greedy requests (temperature 0, logit biases allowed, no
-            penalties, grammar or logprobs) inside the model's graph, so only the chosen token
-            leaves the device (llama.cpp's backend sampling). Off by default: on an H100 it
-            measured slower than sampling on the host (BENCHMARKS.md). Other requests always
-            sample on the host.
         cpu_poll: how hard llama.cpp's CPU threads busy-wait for the next graph, 0 (sleep at
             once) to 100 (llama.cpp's ``--poll``); ``None``: 0 when the whole model is on a GPU
             (those threads then have next to nothing to do, and spinning measured slower),
@@ -49,7 +42,9 @@ class LlamaConfig:
         pooling_type: how token embeddings become one vector: ``"mean"``, ``"cls"``,
             ``"last"``, ``"rank"`` or ``"none"``; ``None`` takes the model's.
         seed: default sampling seed; ``None`` (or ``-1``) draws a fresh one for every call.
-        verbose: forward llama.cpp's info log to stderr. The log level is process-wide.
+        verbose: forward llama.cpp's info log to stderr. The log level is process-wide: it stays
+            raised for every instance until :func:`~llama_cpp.reset_logging`, and ``verbose=False``
+            (the default) does not lower it, so it does not silence another instance's ``verbose=True``.
         vocab_only: load only the vocabulary (tokenize/detokenize, no generation).
         chat_format: a llama.cpp built-in chat template name, for chat completions.
     """
@@ -64,7 +59,6 @@ class LlamaConfig:
     n_gpu_layers: int = -1
     offload_kqv: bool = True
     flash_attn: bool | None = None
-    device_sampling: bool = False
     cpu_poll: int | None = None
     use_mmap: bool = True
     embeddings: bool = False
@@ -92,14 +86,13 @@ class LlamaConfig:
             require_bool(_API, name, getattr(self, name))
         if self.flash_attn is not None:
             require_bool(_API, "flash_attn", self.flash_attn)
-        require_bool(_API, "device_sampling", self.device_sampling)
         if self.cpu_poll is not None:
             require_int(_API, "cpu_poll", self.cpu_poll, minimum=0, maximum=100)
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
-        if self.pooling_type is not None and self.pooling_type not in _POOLING:
+        if self.pooling_type is not None and self.pooling_type not in POOLING_TYPES:
             raise ValidationError(
-                f"[{_API}] pooling_type must be one of {', '.join(_POOLING)} or None, got {self.pooling_type!r}"
+                f"[{_API}] pooling_type must be one of {', '.join(POOLING_TYPES)} or None, got {self.pooling_type!r}"
             )
         if self.chat_format is not None and not isinstance(self.chat_format, str):
             raise ValidationError(f"[{_API}] chat_format must be a str, got {self.chat_format!r}")
@@ -108,27 +101,3 @@ class LlamaConfig:
     def field_names(cls) -> frozenset[str]:
         """Names of every field (what ``Llama(path, **overrides)`` accepts)."""
         return frozenset(f.name for f in fields(cls))
-
-    def _model_params(self) -> Any:
-        params = _core.ModelParams()
-        params.path = self.model_path or ""
-        params.n_gpu_layers = self.n_gpu_layers
-        params.vocab_only = self.vocab_only
-        params.use_mmap = self.use_mmap
-        return params
-
-    def _context_params(self) -> Any:
-        params = _core.ContextParams()
-        params.n_ctx = self.n_ctx
-        params.n_batch = self.n_batch
-        params.n_ubatch = self.n_ubatch
-        params.n_seq_max = self.n_seq_max
-        params.n_threads = self.n_threads or 0
-        params.n_threads_batch = self.n_threads_batch or 0
-        params.offload_kqv = self.offload_kqv
-        params.embeddings = self.embeddings
-        params.flash_attn = -1 if self.flash_attn is None else int(self.flash_attn)
-        params.device_sampling = self.device_sampling
-        params.cpu_poll = -1 if self.cpu_poll is None else self.cpu_poll
-        params.pooling_type = -1 if self.pooling_type is None else _POOLING[self.pooling_type]
-        return params

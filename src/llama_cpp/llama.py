@@ -2,103 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import os
 import threading
-import warnings
-import weakref
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal, overload
+from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import _core, _openai
-from ._async import AsyncStream
+from . import _chat, _core, _model, _openai, _registry, _request
+from ._async import AsyncTwins, Job, complete
+from ._arguments import ChatArgs, ChatOptions, CompletionArgs, CompletionOptions
+from ._errors import api_errors
+from ._model import ModelView
+from ._registry import shutdown
 from ._streaming import GenerationStream
 from ._validate import require_bool, require_float, require_int
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
 from .grammar import LlamaGrammar
+from .lora import AdapterSet, LoraAdapter
 from .sampling import SamplingParams
 
-# Every open Llama and LlamaPool, for shutdown().
-_live_instances: weakref.WeakSet[Any] = weakref.WeakSet()
-_live_lock = threading.Lock()
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+__all__ = ["Llama", "LoraAdapter", "shutdown"]
 
 # Sequences an embedding context decodes per llama_decode when the config leaves n_seq_max at 1.
 _EMBEDDING_SEQUENCES = 16
 
 
-@dataclass(frozen=True)
-class _Request:
-    """A validated generation request, in the form C++ takes."""
-
-    tokens: list[int]
-    max_tokens: int  # 0: no limit
-    sampling: Any  # _core.SamplingConfig
-    stops: list[str]
-    logprobs: int  # -1: none
-
-
-class _Generation:
-    """A validated generation request of one ``Llama``: run here, or streamed."""
-
-    def __init__(self, llm: Llama, api: str, request: _Request, reuse_prefix: bool) -> None:
-        self._llm = llm
-        self._api = api
-        self._request = request
-        self._reuse_prefix = reuse_prefix
-
-    def run(self, on_text: Any = None) -> Any:
-        """Generates on this thread (GIL released); returns the C++ GenerationResult."""
-        req, llm = self._request, self._llm
-        with llm._lock:
-            live = llm._require_context(self._api)
-            return live.generate(req.tokens, req.max_tokens, req.sampling, req.stops, self._reuse_prefix,
-                                 False, req.logprobs, on_text)
-
-    def stream(self) -> GenerationStream:
-        return GenerationStream(self._start)
-
-    def _start(self) -> Any:
-        req, llm = self._request, self._llm
-        with llm._lock:
-            live = llm._require_context(self._api)
-            stream = live.start_stream(req.tokens, req.max_tokens, req.sampling, req.stops, self._reuse_prefix,
-                                       False, req.logprobs)
-            llm._last_stream = stream
-            return stream
-
-
-class LoraAdapter:
-    """A LoRA adapter loaded by :meth:`Llama.load_lora`; pass it to :meth:`Llama.remove_lora`."""
-
-    __slots__ = ("_handle", "path", "scale")
-
-    def __init__(self, handle: Any, path: str, scale: float) -> None:
-        self._handle = handle
-        self.path = path
-        self.scale = scale
-
-    def __repr__(self) -> str:
-        return f"LoraAdapter({self.path!r}, scale={self.scale})"
-
-
-
-def _chat_sampling(
-    api: str, *, mirostat_mode: int, logprobs: bool, top_logprobs: int | None, **params: Any
-) -> tuple[SamplingParams, int]:
-    """The sampler settings of a chat completion's OpenAI-style arguments, and how many
-    log-probability alternatives to record (-1: none). Shared by Llama and LlamaPool."""
-    require_bool(api, "logprobs", logprobs)
-    n_logprobs = -1
-    if logprobs:
-        n_logprobs = require_int(api, "top_logprobs", top_logprobs if top_logprobs is not None else 0,
-                                 minimum=0, maximum=20)
-    return SamplingParams(mirostat=mirostat_mode, **params), n_logprobs
-
-class Llama:
+class Llama(AsyncTwins):
     """A loaded GGUF model with its context.
 
     ``Llama(model_path, config=LlamaConfig(...))``; any ``LlamaConfig`` field may also be
@@ -113,39 +47,21 @@ class Llama:
     def __init__(
         self, model_path: str | os.PathLike[str] | None = None, *, config: LlamaConfig | None = None, **overrides: Any
     ) -> None:
-        self._model: Any = None
-        self._context: Any = None
-        self._chat_template: Any = None
-        self._adapters: list[LoraAdapter] = []
-        unknown = set(overrides) - LlamaConfig.field_names()
-        if unknown:
-            raise ValidationError(f"[Llama] unknown configuration option(s): {', '.join(sorted(unknown))}")
-        config = config or LlamaConfig()
-        if not isinstance(config, LlamaConfig):
-            raise ValidationError(f"[Llama] config must be a LlamaConfig, got {type(config).__name__}")
-        if model_path is not None:
-            overrides["model_path"] = model_path
-        config = replace(config, **overrides) if overrides else config
-        if config.model_path is None:
-            raise ValidationError("[Llama] model_path is required")
+        self._model: _core.Model | None = None
+        self._context: _core.Context | None = None
+        self._adapters = AdapterSet()
+        config = _model.resolve_config("Llama", model_path, config, overrides)
         self.config = config
         self._lock = threading.RLock()
-        self._last_stream: Any = None  # the C++ side of the latest stream, cancelled by close()
-        if config.verbose:
-            warnings.warn(
-                "verbose=True raises llama.cpp's log level for the whole process, not only this instance",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-            _core.set_log_level(1)
-        self._model = _core.Model.load(config._model_params())
+        self._last_stream: _core.Stream | None = None  # the latest stream, cancelled by close()
+        self._model = _model.load(config)
+        self._view = ModelView("Llama", self._require_model, str(config.model_path), config.chat_format)
         if not config.vocab_only:
-            params = config._context_params()
+            params = _request.context_params(config)
             if config.embeddings and config.n_seq_max == 1:
                 params.n_seq_max = _EMBEDDING_SEQUENCES
             self._context = _core.Context(self._model, params)
-        with _live_lock:
-            _live_instances.add(self)
+        _registry.register(self)
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -157,12 +73,11 @@ class Llama:
             if stream is not None:  # a stream still decoding stops within one token
                 stream.cancel()
                 stream.wait()
-            self._chat_template = None
-            self._adapters = []
+            self._adapters = AdapterSet()
+            self._view.release()
             self._context = None
             self._model = None
-        with _live_lock:
-            _live_instances.discard(self)
+        _registry.unregister(self)
 
     @property
     def closed(self) -> bool:
@@ -180,13 +95,13 @@ class Llama:
         with self._lock:
             self._require_context("reset").clear()
 
-    def _require_model(self, api: str) -> Any:
+    def _require_model(self, api: str) -> _core.Model:
         model = self._model
         if model is None:
             raise LlamaError(f"[Llama.{api}] this Llama instance is closed")
         return model
 
-    def _require_context(self, api: str) -> Any:
+    def _require_context(self, api: str) -> _core.Context:
         self._require_model(api)
         if self._context is None:
             raise LlamaError(f"[Llama.{api}] the model was loaded with vocab_only=True: it cannot generate")
@@ -205,37 +120,37 @@ class Llama:
 
     def n_vocab(self) -> int:
         """Vocabulary size."""
-        return int(self._require_model("n_vocab").n_vocab)
+        return self._view.n_vocab()
 
     def n_ctx_train(self) -> int:
         """Context length the model was trained with."""
-        return int(self._require_model("n_ctx_train").n_ctx_train)
+        return self._view.n_ctx_train()
 
     def n_embd(self) -> int:
         """Embedding width."""
-        return int(self._require_model("n_embd").n_embd)
+        return self._view.n_embd()
 
     def token_bos(self) -> int:
         """Id of the start-of-text token."""
-        return int(self._require_model("token_bos").bos)
+        return self._view.token_bos()
 
     def token_eos(self) -> int:
         """Id of the end-of-text token."""
-        return int(self._require_model("token_eos").eos)
+        return self._view.token_eos()
 
     def is_eog(self, token: int) -> bool:
         """Whether ``token`` ends generation (end of text, end of turn, ...)."""
-        return bool(self._require_model("is_eog").is_eog(require_int("Llama.is_eog", "token", token)))
+        return self._view.is_eog(token)
 
     @property
     def metadata(self) -> dict[str, str]:
         """The GGUF metadata, as strings."""
-        return dict(self._require_model("metadata").metadata())
+        return self._view.metadata
 
     @property
     def chat_template(self) -> str:
         """Source of the chat template in use (the model's Jinja, or a built-in's name)."""
-        return str(self._template("chat_template").source)
+        return self._view.chat_template
 
     # ---- tokens --------------------------------------------------------------------------------
 
@@ -247,17 +162,12 @@ class Llama:
             add_bos: add the model's start tokens (BOS) when the model asks for them.
             special: parse special-token text such as ``<|im_start|>`` into its token.
         """
-        if not isinstance(text, (str, bytes)):
-            raise ValidationError(f"[Llama.tokenize] text must be str or bytes, got {type(text).__name__}")
-        require_bool("Llama.tokenize", "add_bos", add_bos)
-        require_bool("Llama.tokenize", "special", special)
-        return list(self._require_model("tokenize").tokenize(text, add_bos, special))
+        return self._view.tokenize(text, add_bos, special)
 
     def detokenize(self, tokens: Sequence[int], special: bool = False) -> bytes:
         """The UTF-8 bytes of ``tokens`` (as llama-cpp-python: bytes, since a token
         may end inside a multi-byte character). ``special`` renders special tokens."""
-        ids = _token_list("Llama.detokenize", tokens)
-        return bytes(self._require_model("detokenize").detokenize(ids, special))
+        return self._view.detokenize(tokens, special)
 
     def cached_tokens(self) -> list[int]:
         """Token ids the KV cache holds now: what ``reset_kv_cache=False`` can reuse."""
@@ -266,7 +176,7 @@ class Llama:
 
     def n_tokens(self, text: str | bytes) -> int:
         """How many tokens ``text`` is as a prompt (start tokens and special tokens included)."""
-        return len(self.tokenize(text, add_bos=True, special=True))
+        return self._view.n_tokens(text)
 
     # ---- generation ----------------------------------------------------------------------------
 
@@ -328,7 +238,7 @@ class Llama:
                 prompt, max_tokens, sampling=sampling, stop=stop, reset_kv_cache=reset_kv_cache, grammar=grammar
             )
         job = self._prepare("generate", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
-        return str(job.run().text)
+        return str(job.run(None).text)
 
     def generate_stream(
         self,
@@ -347,49 +257,6 @@ class Llama:
         instance ready for the next call. Arguments are validated when this is called."""
         return self._prepare("generate_stream", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar).stream()
 
-    def _request(
-        self,
-        api: str,
-        prompt: str | Sequence[int],
-        max_tokens: int | None,
-        sampling: SamplingParams | None,
-        stop: str | Sequence[str] | None,
-        grammar: LlamaGrammar | None,
-        *,
-        logprobs: int = -1,
-        owner: str = "Llama",
-    ) -> _Request:
-        """Validates a generation request and turns it into what C++ takes; errors name
-        ``owner.api``."""
-        full_api = f"{owner}.{api}"
-        if max_tokens is not None:
-            require_int(full_api, "max_tokens", max_tokens, minimum=1)
-        if sampling is None:
-            sampling = SamplingParams()
-        elif not isinstance(sampling, SamplingParams):
-            raise ValidationError(f"[{full_api}] sampling must be a SamplingParams, got {type(sampling).__name__}")
-        if grammar is not None and not isinstance(grammar, LlamaGrammar):
-            raise ValidationError(f"[{full_api}] grammar must be a LlamaGrammar, got {type(grammar).__name__}")
-        stops = _stop_list(full_api, stop)
-        context = self._require_context(api)
-        if isinstance(prompt, str):
-            tokens = list(self._model.tokenize(prompt, True, True))
-        else:
-            tokens = _token_list(full_api, prompt)
-        if not tokens:
-            raise ValidationError(f"[{full_api}] the prompt is empty")
-        n_ctx = context.n_ctx_seq
-        if len(tokens) >= n_ctx:
-            raise ValidationError(
-                f"[{full_api}] the prompt has {len(tokens)} tokens but the context holds n_ctx={n_ctx} "
-                "(and needs room for at least one generated token)"
-            )
-        native = sampling._native(self.config.seed)
-        if grammar is not None:
-            native.grammar = grammar.gbnf
-            native.grammar_root = grammar.root
-        return _Request(tokens, max_tokens or 0, native, stops, logprobs)
-
     def _prepare(
         self,
         api: str,
@@ -401,90 +268,82 @@ class Llama:
         grammar: LlamaGrammar | None,
         *,
         logprobs: int = -1,
-    ) -> _Generation:
+    ) -> Job:
         """Validates a generation request; the returned object runs or streams it."""
-        require_bool(f"Llama.{api}", "reset_kv_cache", reset_kv_cache)
-        req = self._request(api, prompt, max_tokens, sampling, stop, grammar, logprobs=logprobs)
-        return _Generation(self, api, req, not reset_kv_cache)
+        full_api = f"Llama.{api}"
+        require_bool(full_api, "reset_kv_cache", reset_kv_cache)
+        context = self._require_context(api)
+        req = _request.build(full_api, self._require_model(api), context.n_ctx_seq, self.config.seed, prompt,
+                             max_tokens, sampling, stop, grammar, logprobs=logprobs)
+        req.reuse_prefix = not reset_kv_cache
+        return Job(full_api, functools.partial(self._run, api, req), functools.partial(self._start, api, req))
+
+    def _run(self, api: str, request: _core.GenerationRequest, cancel: _core.CancelToken | None = None
+             ) -> _core.GenerationResult:
+        """Generates on this thread (GIL released); ``cancel`` stops it within one token, and
+        so does Ctrl-C on the main thread (KeyboardInterrupt)."""
+        with self._lock, api_errors(f"Llama.{api}"):
+            return self._require_context(api).generate(request, cancel)
+
+    def _start(self, api: str, request: _core.GenerationRequest) -> _core.Stream:
+        with self._lock, api_errors(f"Llama.{api}"):
+            stream = self._require_context(api).start_stream(request)
+            self._last_stream = stream
+            return stream
 
     # ---- OpenAI-shaped completions (llama-cpp-python's dicts) ---------------------------------
 
     def create_completion(
-        self,
-        prompt: str | Sequence[int],
-        max_tokens: int | None = 16,
-        temperature: float = 0.8,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        stream: bool = False,
-        seed: int | None = None,
-        top_k: int = 40,
-        repeat_penalty: float = 1.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        logprobs: int | None = None,
-        echo: bool = False,
-        grammar: LlamaGrammar | None = None,
-        logit_bias: dict[int, float] | None = None,
-        model: str | None = None,
+        self, prompt: str | Sequence[int], **kwargs: Unpack[CompletionArgs]
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """A text completion in llama-cpp-python's (OpenAI's) shape: a dict with ``id``,
         ``object="text_completion"``, ``created``, ``model``, ``choices`` and ``usage``, or
-        with ``stream=True`` an iterator of such chunks. ``max_tokens`` None or <= 0 runs
-        until the model stops or the context is full. ``logprobs=N`` adds each token's
-        log-probability and the N most likely alternatives."""
+        with ``stream=True`` an iterator of such chunks.
+
+        Keyword arguments and defaults (llama-cpp-python's): ``max_tokens=16`` (None or <= 0:
+        until the model stops or the context is full), ``temperature=0.8``, ``top_p=0.95``,
+        ``min_p=0.05``, ``typical_p=1.0``, ``stop=None``, ``stream=False``, ``seed=None``,
+        ``top_k=40``, ``repeat_penalty=1.0``, ``frequency_penalty=0.0``, ``presence_penalty=0.0``,
+        ``mirostat_mode=0``, ``mirostat_tau=5.0``, ``mirostat_eta=0.1``, ``logprobs=None``
+        (``N``: each token's log-probability and the N most likely alternatives), ``echo=False``,
+        ``grammar=None``, ``logit_bias=None``, ``model=None``; any other name raises
+        ``ValidationError``."""
+        api = "Llama.create_completion"
+        o = CompletionOptions.parse(api, kwargs)
         sampling = SamplingParams(
-            temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
-            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            mirostat=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
+            temperature=o.temperature, top_p=o.top_p, min_p=o.min_p, typical_p=o.typical_p, seed=o.seed,
+            top_k=o.top_k, repeat_penalty=o.repeat_penalty, frequency_penalty=o.frequency_penalty,
+            presence_penalty=o.presence_penalty, mirostat=o.mirostat_mode, mirostat_tau=o.mirostat_tau,
+            mirostat_eta=o.mirostat_eta, logit_bias=o.logit_bias,
         )
-        if logprobs is not None:
-            require_int("Llama.create_completion", "logprobs", logprobs, minimum=0, maximum=20)
-        job = self._prepare("create_completion", prompt, _openai.token_limit(max_tokens), sampling, stop, True,
-                            grammar,
-                            logprobs=-1 if logprobs is None else logprobs)
+        if o.logprobs is not None:
+            require_int(api, "logprobs", o.logprobs, minimum=0, maximum=20)
+        job = self._prepare("create_completion", prompt, _openai.token_limit(o.max_tokens), sampling, o.stop, True,
+                            o.grammar, logprobs=-1 if o.logprobs is None else o.logprobs)
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(prompt).decode("utf-8", "replace")
-        name = model or self.model_path
-        if stream:
-            return _openai.completion_chunks(job.stream(), name, prompt_text if echo else "")
-        result = job.run()
-        return _openai.completion(result, name, prompt_text if echo else "", self._piece_texts(result)
-                                  if logprobs is not None else None)
+        echo = prompt_text if o.echo else ""
+        name = o.model or self.model_path
+        if o.stream:
+            return _openai.completion_chunks(job.stream(), name, echo)
+        pieces = self._view.piece_texts if o.logprobs is not None else None
+        return complete(job, lambda result: _openai.completion(  # type: ignore[no-any-return]
+            result, name, echo, None if pieces is None else pieces(result)))
 
     __call__ = create_completion
 
     def create_chat_completion(
-        self,
-        messages: Sequence[dict[str, Any]],
-        max_tokens: int | None = None,
-        temperature: float = 0.2,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        stream: bool = False,
-        seed: int | None = None,
-        top_k: int = 40,
-        repeat_penalty: float = 1.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        response_format: dict[str, Any] | None = None,
-        grammar: LlamaGrammar | None = None,
-        logit_bias: dict[int, float] | None = None,
-        logprobs: bool = False,
-        top_logprobs: int | None = None,
-        model: str | None = None,
+        self, messages: Sequence[dict[str, Any]], **kwargs: Unpack[ChatArgs]
     ) -> dict[str, Any] | Iterator[dict[str, Any]]:
         """A chat completion in llama-cpp-python's (OpenAI's) shape (``object`` is
         ``chat.completion``, or ``chat.completion.chunk`` for each streamed chunk).
+
+        Keyword arguments and defaults (llama-cpp-python's): ``max_tokens=None`` (None or <= 0:
+        until the model stops or the context is full), ``temperature=0.2``, ``top_p=0.95``,
+        ``min_p=0.05``, ``typical_p=1.0``, ``stop=None``, ``stream=False``, ``seed=None``,
+        ``top_k=40``, ``repeat_penalty=1.0``, ``frequency_penalty=0.0``, ``presence_penalty=0.0``,
+        ``mirostat_mode=0``, ``mirostat_tau=5.0``, ``mirostat_eta=0.1``, ``response_format=None``,
+        ``grammar=None``, ``logit_bias=None``, ``logprobs=False``, ``top_logprobs=None``,
+        ``model=None``; any other name raises ``ValidationError``.
 
         The conversation is rendered with the model's own chat template (llama.cpp's
         Jinja engine) or the built-in named by ``LlamaConfig(chat_format=...)``.
@@ -493,51 +352,15 @@ class Llama:
         to constrain it to a JSON schema. ``grammar`` takes any :class:`LlamaGrammar`.
         """
         api = "Llama.create_chat_completion"
-        prompt, stops, grammar = self._chat_prompt(api, messages, stop, response_format, grammar)
-        sampling, n_logprobs = _chat_sampling(
-            api, temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
-            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
-            logprobs=logprobs, top_logprobs=top_logprobs,
-        )
-        job = self._prepare("create_chat_completion", prompt, _openai.token_limit(max_tokens), sampling, stops,
-                            True, grammar,
-                            logprobs=n_logprobs)
-        name = model or self.model_path
-        if stream:
+        options = ChatOptions.parse(api, kwargs)
+        chat = _chat.prepare(api, self._view, messages, options)
+        job = self._prepare("create_chat_completion", chat.prompt, chat.max_tokens, chat.sampling, chat.stops,
+                            True, chat.grammar, logprobs=chat.logprobs)
+        name = options.model or self.model_path
+        if options.stream:
             return _openai.chat_chunks(job.stream(), name)
-        result = job.run()
-        return _openai.chat_completion(result, name, self._piece_texts(result) if logprobs else None)
-
-    def _chat_prompt(
-        self,
-        api: str,
-        messages: Sequence[dict[str, Any]],
-        stop: str | Sequence[str] | None,
-        response_format: dict[str, Any] | None,
-        grammar: LlamaGrammar | None,
-    ) -> tuple[str, list[str], LlamaGrammar | None]:
-        """A chat request's prompt (the conversation through the chat template), its stop
-        strings (the caller's and the template's) and its grammar (``grammar`` or the one
-        ``response_format`` asks for)."""
-        pairs = _openai.chat_messages(api, messages)
-        grammar = _openai.grammar_for(api, response_format, grammar)
-        with self._lock:
-            prompt, template_stops = self._template(api.rsplit(".", 1)[-1]).render(pairs, True)
-        return str(prompt), _stop_list(api, stop) + [s for s in template_stops if s], grammar
-
-    def _template(self, api: str) -> Any:
-        if self._chat_template is None:
-            self._chat_template = _core.ChatTemplate(self._require_model(api), self.config.chat_format or "")
-        return self._chat_template
-
-    def _piece_texts(self, result: Any) -> dict[int, str]:
-        """Text of every token that appears in a result's tokens or top alternatives."""
-        model = self._require_model("logprobs")
-        ids = set(result.tokens)
-        for alternatives in result.top_logprobs:
-            ids.update(t for t, _ in alternatives)
-        return {t: model.detokenize([t], False).decode("utf-8", "replace") for t in ids}
+        return complete(job, lambda result: _openai.chat_completion(  # type: ignore[no-any-return]
+            result, name, self._view.piece_texts(result) if options.logprobs else None))
 
     # ---- embeddings ----------------------------------------------------------------------------
 
@@ -566,66 +389,17 @@ class Llama:
     def _embed(self, api: str, texts: Sequence[str], normalize: bool) -> tuple[list[list[float]], int]:
         full_api = f"Llama.{api}"
         require_bool(full_api, "normalize", normalize)
+        self._require_model(api)  # a closed instance says so before anything else
         if not self.config.embeddings:
             raise ValidationError(f"[{full_api}] embeddings need LlamaConfig(embeddings=True)")
         if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
             raise ValidationError(f"[{full_api}] input must be a str or a list of str")
-        with self._lock:
+        with self._lock, api_errors(full_api):
             context = self._require_context(api)
-            tokens = [list(self._model.tokenize(t, True, False)) for t in texts]
+            model = self._require_model(api)
+            tokens = [list(model.tokenize(t, True, False)) for t in texts]
             vectors = context.embed(tokens, normalize)
         return [list(v) for v in vectors], sum(len(t) for t in tokens)
-
-    # ---- async twins ----------------------------------------------------------------------------
-    #
-    # The work runs on worker threads, so the event loop stays responsive; calls on one
-    # instance are serialised by the instance's lock, as the sync methods are.
-
-    async def generate_async(
-        self,
-        prompt: str | Sequence[int],
-        max_tokens: int | None = 128,
-        *,
-        sampling: SamplingParams | None = None,
-        stop: str | Sequence[str] | None = None,
-        stream: bool = False,
-        reset_kv_cache: bool = True,
-        grammar: LlamaGrammar | None = None,
-    ) -> str | AsyncStream[str]:
-        """Async :meth:`generate`. With ``stream=True`` it returns an async iterator of
-        text pieces (``async for piece in await llm.generate_async(..., stream=True)``);
-        leaving the loop early stops decoding within one token."""
-        require_bool("Llama.generate_async", "stream", stream)
-        if stream:
-            pieces = self.generate_stream(prompt, max_tokens, sampling=sampling, stop=stop,
-                                          reset_kv_cache=reset_kv_cache, grammar=grammar)
-            return AsyncStream(lambda: pieces)
-        job = self._prepare("generate_async", prompt, max_tokens, sampling, stop, reset_kv_cache, grammar)
-        result = await asyncio.get_running_loop().run_in_executor(None, job.run)
-        return str(result.text)
-
-    async def create_completion_async(self, prompt: str | Sequence[int], **kwargs: Any) -> Any:
-        """Async :meth:`create_completion` (same arguments); with ``stream=True`` an async
-        iterator of chunks."""
-        return await self._async_call(self.create_completion, prompt, **kwargs)
-
-    async def create_chat_completion_async(self, messages: Sequence[dict[str, Any]], **kwargs: Any) -> Any:
-        """Async :meth:`create_chat_completion` (same arguments); with ``stream=True`` an
-        async iterator of ``chat.completion.chunk`` dicts."""
-        return await self._async_call(self.create_chat_completion, messages, **kwargs)
-
-    async def create_embedding_async(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
-        """Async :meth:`create_embedding`."""
-        call = functools.partial(self.create_embedding, input, model)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
-
-    async def _async_call(self, method: Any, first: Any, **kwargs: Any) -> Any:
-        call = functools.partial(method, first, **kwargs)
-        if kwargs.get("stream"):
-            # Validation and prompt rendering happen here; decoding starts on iteration.
-            chunks = call()
-            return AsyncStream(lambda: chunks)
-        return await asyncio.get_running_loop().run_in_executor(None, call)
 
     # ---- state ---------------------------------------------------------------------------------
 
@@ -640,7 +414,7 @@ class Llama:
         for a state of another model."""
         if not isinstance(state, (bytes, bytearray, memoryview)):
             raise ValidationError(f"[Llama.set_state] state must be bytes, got {type(state).__name__}")
-        with self._lock:
+        with self._lock, api_errors("Llama.set_state"):
             self._require_context("set_state").set_state(bytes(state))
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
@@ -662,39 +436,26 @@ class Llama:
         across :meth:`reset` until removed. The KV cache is cleared, since it was computed
         without the adapter."""
         scale = require_float("Llama.load_lora", "scale", scale)
-        with self._lock:
+        with self._lock, api_errors("Llama.load_lora"):
             context = self._require_context("load_lora")
-            handle = _core.LoraAdapter.load(self._model, os.fspath(path))
-            adapter = LoraAdapter(handle, os.fspath(path), scale)
-            self._apply_adapters(context, [*self._adapters, adapter])
-        return adapter
+            return self._adapters.load(self._require_model("load_lora"), context, os.fspath(path), scale)
 
     def remove_lora(self, adapter: LoraAdapter | str | os.PathLike[str]) -> None:
         """Deactivates an adapter (the object :meth:`load_lora` returned, or its path)."""
-        with self._lock:
+        with self._lock, api_errors("Llama.remove_lora"):
             context = self._require_context("remove_lora")
-            if isinstance(adapter, LoraAdapter):
-                keep = [a for a in self._adapters if a is not adapter]
-            else:
-                keep = [a for a in self._adapters if a.path != os.fspath(adapter)]
-            if len(keep) == len(self._adapters):
-                raise ValidationError(f"[Llama.remove_lora] {adapter!r} is not loaded")
-            self._apply_adapters(context, keep)
+            named = adapter if isinstance(adapter, LoraAdapter) else os.fspath(adapter)
+            self._adapters.remove("Llama.remove_lora", context, named)
 
     def clear_lora(self) -> None:
         """Deactivates every adapter."""
-        with self._lock:
-            self._apply_adapters(self._require_context("clear_lora"), [])
+        with self._lock, api_errors("Llama.clear_lora"):
+            self._adapters.clear(self._require_context("clear_lora"))
 
     @property
     def lora_adapters(self) -> list[LoraAdapter]:
         """The active adapters, in the order they were loaded."""
-        return list(self._adapters)
-
-    def _apply_adapters(self, context: Any, adapters: list[LoraAdapter]) -> None:
-        context.set_adapters([(a._handle, a.scale) for a in adapters])
-        context.clear()
-        self._adapters = adapters
+        return self._adapters.adapters
 
     # ---- performance counters ------------------------------------------------------------------
 
@@ -708,38 +469,3 @@ class Llama:
         """Zeroes the counters of :meth:`perf`."""
         self._require_context("perf_reset").perf_reset()
 
-
-def _token_list(api: str, tokens: Any) -> list[int]:
-    if isinstance(tokens, (str, bytes)):
-        raise ValidationError(f"[{api}] expected a sequence of token ids, got {type(tokens).__name__}")
-    try:
-        ids = list(tokens)
-    except TypeError:
-        raise ValidationError(f"[{api}] expected a sequence of token ids, got {type(tokens).__name__}") from None
-    for t in ids:
-        if isinstance(t, bool) or not isinstance(t, int):
-            raise ValidationError(f"[{api}] token ids must be ints, got {t!r}")
-        if not -(2**31) <= t < 2**31:
-            raise ValidationError(f"[{api}] token id {t} is out of range")
-    return ids
-
-
-def _stop_list(api: str, stop: str | Sequence[str] | None) -> list[str]:
-    if stop is None:
-        return []
-    stops = [stop] if isinstance(stop, str) else list(stop)
-    for s in stops:
-        if not isinstance(s, str):
-            raise ValidationError(f"[{api}] stop must be a str or a list of str, got {s!r}")
-    return [s for s in stops if s]
-
-
-def shutdown() -> None:
-    """Closes every live ``Llama`` and ``LlamaPool`` and frees llama.cpp's backend. Safe to call twice;
-    a closed instance raises ``LlamaError`` on use instead of crashing."""
-    with _live_lock:
-        instances = list(_live_instances)
-    # Pools first: each stops its scheduler before its model goes.
-    for instance in sorted(instances, key=lambda i: isinstance(i, Llama)):
-        instance.close()
-    _core.backend_free()

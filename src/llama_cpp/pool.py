@@ -8,19 +8,22 @@ import concurrent.futures
 import itertools
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from dataclasses import replace
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from . import _core, _openai
+from . import _chat, _core, _model, _openai, _registry, _request
+from ._arguments import ChatArgs, ChatOptions
+from ._errors import with_api
+from ._model import ModelView
 from ._validate import require_int
 from .config import LlamaConfig
-from .errors import GenerationError, LlamaError, ValidationError
+from .errors import LlamaError, ValidationError
 from .grammar import LlamaGrammar
-from .llama import Llama, _chat_sampling, _live_instances, _live_lock, _Request
 from .sampling import SamplingParams
 
-_ERRORS = {1: ValidationError, 2: GenerationError, 3: LlamaError}
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class _Job:
@@ -29,9 +32,11 @@ class _Job:
 
     _ids = itertools.count()
 
-    def __init__(self, request: _Request, on_piece: Any = None) -> None:
+    def __init__(self, api: str, request: _core.GenerationRequest, on_piece: Any = None) -> None:
+        self.api = f"LlamaPool.{api}"  # named on the request's errors
         self.request = request
-        self.future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        request.stream = on_piece is not None
+        self.future: concurrent.futures.Future[_core.GenerationResult] = concurrent.futures.Future()
         self.on_piece = on_piece
         self.cancelled = threading.Event()
         self.number = next(self._ids)
@@ -51,7 +56,7 @@ class _Job:
         if text:
             self._deliver(text)
 
-    def finish(self, result: Any) -> None:
+    def finish(self, result: _core.GenerationResult) -> None:
         if not self.future.done():
             self.future.set_result(result)
         self._deliver(None)
@@ -98,33 +103,90 @@ class LlamaPool:
         require_int("LlamaPool", "pool_size", pool_size, minimum=1, maximum=256)
         if sampling_threads is not None:
             require_int("LlamaPool", "sampling_threads", sampling_threads, minimum=1, maximum=256)
-        config = config or LlamaConfig()
-        per_request_ctx = overrides.get("n_ctx", config.n_ctx)
+        per_request_ctx = overrides.pop("n_ctx", (config or LlamaConfig()).n_ctx)
         require_int("LlamaPool", "n_ctx", per_request_ctx, minimum=1)
-        config = replace(config, n_seq_max=pool_size, **{k: v for k, v in overrides.items() if k != "n_ctx"})
+        config = _model.resolve_config("LlamaPool", model_path, config, {**overrides, "n_seq_max": pool_size})
         config = replace(config, n_ctx=per_request_ctx * pool_size)
+        if config.vocab_only:
+            raise ValidationError("[LlamaPool] vocab_only=True cannot generate")
         self.pool_size = pool_size
-        self._llm = Llama(model_path, config=config)
-        self._context = self._llm._context
+        self.config = config
+        self._closed = False
+        self._model: _core.Model | None = _model.load(config)
+        self._view = ModelView("LlamaPool.llama", self._require_model, str(config.model_path), config.chat_format)
+        context = _core.Context(self._model, _request.context_params(config))
+        self._n_ctx_seq = int(context.n_ctx_seq)
         if sampling_threads is None:
-            sampling_threads = 0 if self._context.whole_model_on_gpu else 1  # 0: the engine picks
-        self._engine = _core.BatchEngine(self._context, sampling_threads)
+            sampling_threads = 0 if context.whole_model_on_gpu else 1  # 0: the engine picks
+        # The engine holds the context (and the context its model) until close() drops it.
+        self._engine: _core.BatchEngine | None = _core.BatchEngine(context, sampling_threads)
+        self._context: _core.Context | None = context
         self._cond = threading.Condition()
         self._pending: collections.deque[_Job] = collections.deque()
-        self._closed = False
         self._thread = threading.Thread(target=self._schedule, name="llama-cpp-pool", daemon=True)
         self._thread.start()
-        with _live_lock:
-            _live_instances.add(self)
+        _registry.register(self, close_first=True)  # its scheduler stops before any model goes
         if warmup:
             self.submit("Hello", max_tokens=2, sampling=SamplingParams.greedy()).result()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
     @property
-    def llama(self) -> Llama:
-        """The underlying :class:`Llama` (tokenizer, metadata, chat template)."""
-        return self._llm
+    def llama(self) -> ModelView:
+        """A read-only view of the pool's model: ``tokenize``, ``detokenize``, ``n_tokens``,
+        ``n_vocab``, ``n_ctx_train``, ``n_embd``, ``token_bos``, ``token_eos``, ``is_eog``,
+        ``metadata``, ``chat_template`` and ``model_path``, as on :class:`Llama`. It cannot
+        decode or reset: generation and its state belong to the pool's methods (``generate`` and
+        the like raise ``LlamaError`` naming the pool method to use)."""
+        return self._view
+
+    @property
+    def n_ctx(self) -> int:
+        """The context of each request in tokens (``n_ctx`` of the config)."""
+        return self._n_ctx_seq
+
+    @property
+    def sampling_threads(self) -> int:
+        """Threads that sample the active requests of a step side by side (the scheduler's included)."""
+        return int(self._require_engine("sampling_threads").sampling_threads)
+
+    @property
+    def active(self) -> int:
+        """Requests decoding now (each holds one of the ``pool_size`` sequences); 0 once closed."""
+        engine = self._engine
+        return 0 if engine is None else int(engine.active)
+
+    def perf(self) -> dict[str, float]:
+        """llama.cpp's counters of the pool's context, all requests together (the keys of
+        :meth:`Llama.perf`): ``n_eval`` counts every generated token decoded."""
+        return dict(self._require_context("perf").perf())
+
+    def perf_reset(self) -> None:
+        """Zeroes the counters of :meth:`perf`."""
+        self._require_context("perf_reset").perf_reset()
+
+    def _require_context(self, api: str) -> _core.Context:
+        context = self._context
+        if context is None:
+            raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
+        return context
+
+    def _require_model(self, api: str) -> _core.Model:
+        model = self._model
+        if model is None:
+            raise LlamaError(f"[LlamaPool.llama.{api}] the pool is closed")
+        return model
+
+    def _require_engine(self, api: str) -> _core.BatchEngine:
+        engine = self._engine
+        if engine is None:
+            raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
+        return engine
+
+    def _interrupt(self) -> None:
+        engine = self._engine
+        if engine is not None:
+            engine.interrupt()
 
     def close(self) -> None:
         """Stops the scheduler; waiting and running requests fail with ``LlamaError``.
@@ -134,11 +196,13 @@ class LlamaPool:
                 return
             self._closed = True
             self._cond.notify_all()
-        self._engine.interrupt()
+        self._interrupt()
         self._thread.join()
-        self._llm.close()
-        with _live_lock:
-            _live_instances.discard(self)
+        self._view.release()
+        self._engine = None  # frees the context (KV cache) and, with the model, the weights
+        self._context = None
+        self._model = None
+        _registry.unregister(self)
 
     def __enter__(self) -> LlamaPool:
         return self
@@ -160,13 +224,14 @@ class LlamaPool:
                 raise LlamaError("[LlamaPool] the pool is closed")
             self._pending.append(job)
             self._cond.notify()
-        self._engine.interrupt()  # a run of steps in progress returns so the job can be admitted
+        self._interrupt()  # a run of steps in progress returns so the job can be admitted
         return job
 
     def _schedule(self) -> None:
         active: dict[int, _Job] = {}
+        engine = self._require_engine("scheduler")  # close() drops it only once this thread has ended
         try:
-            self._serve(active)
+            self._serve(engine, active)
             error = LlamaError("[LlamaPool] the pool was closed")
         except BaseException as exc:  # a bug of ours: fail every request rather than hang them
             error = LlamaError(f"[LlamaPool] the scheduler stopped: {exc!r}")
@@ -174,7 +239,7 @@ class LlamaPool:
                 self._closed = True
         for slot, job in active.items():
             try:
-                self._engine.cancel(slot)
+                engine.cancel(slot)
             finally:
                 job.fail(error)
         with self._cond:
@@ -182,8 +247,7 @@ class LlamaPool:
         for job in pending:
             job.fail(error)
 
-    def _serve(self, active: dict[int, _Job]) -> None:
-        engine = self._engine
+    def _serve(self, engine: _core.BatchEngine, active: dict[int, _Job]) -> None:
         while True:
             with self._cond:
                 while not self._closed and not self._pending and not active:
@@ -201,16 +265,12 @@ class LlamaPool:
                     starting.append(job)
             if starting:
                 # Prompts admitted together are decoded together; a failing request fails alone.
-                events = engine.add_many([
-                    (j.request.tokens, j.request.max_tokens, j.request.sampling, j.request.stops,
-                     j.request.logprobs, j.on_piece is not None)
-                    for j in starting
-                ])
+                events = engine.add_many([j.request for j in starting])
                 for job, event in zip(starting, events):
-                    if event[0] < 0:
-                        job.fail(_ERRORS[event[4]](event[5]))
+                    if event.error is not None and event.slot < 0:
+                        job.fail(with_api(job.api, event.error))
                     else:
-                        active[event[0]] = job
+                        active[event.slot] = job
                         self._dispatch(active, event)
             for slot, job in list(active.items()):
                 if job.cancelled.is_set():
@@ -226,23 +286,23 @@ class LlamaPool:
             except LlamaError as exc:
                 for slot, job in active.items():
                     engine.cancel(slot)
-                    job.fail(exc)
+                    job.fail(with_api(job.api, exc))
                 active.clear()
                 continue
             for event in events:
                 self._dispatch(active, event)
 
     @staticmethod
-    def _dispatch(active: dict[int, _Job], event: tuple[Any, ...]) -> None:
-        slot, text, finished, result, error_kind, error = event
-        job = active[slot]
-        job.emit(text)
-        if finished:
-            del active[slot]
-            if error_kind:
-                job.fail(_ERRORS[error_kind](error))
+    def _dispatch(active: dict[int, _Job], event: _core.SlotEvent) -> None:
+        job = active[event.slot]
+        job.emit(event.text)
+        if event.finished:
+            del active[event.slot]
+            if event.error is not None:
+                job.fail(with_api(job.api, event.error))
             else:
-                job.finish(result)
+                assert event.result is not None  # a request that finished without an error has one
+                job.finish(event.result)
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -255,12 +315,13 @@ class LlamaPool:
         stop: str | Sequence[str] | None,
         grammar: LlamaGrammar | None,
         logprobs: int = -1,
-    ) -> _Request:
+    ) -> _core.GenerationRequest:
         """Validates a request now, in the caller's frame (a bad argument raises here)."""
-        if self._closed:
+        model = self._model
+        if self._closed or model is None:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
-        return self._llm._request(api, prompt, max_tokens, sampling, stop, grammar, logprobs=logprobs,
-                                  owner="LlamaPool")
+        return _request.build(f"LlamaPool.{api}", model, self._n_ctx_seq, self.config.seed, prompt,
+                              max_tokens, sampling, stop, grammar, logprobs=logprobs)
 
     def submit(
         self,
@@ -272,10 +333,10 @@ class LlamaPool:
         grammar: LlamaGrammar | None = None,
     ) -> concurrent.futures.Future[str]:
         """Queues a generation; the future's result is the text (for threaded code)."""
-        job = self._enqueue(_Job(self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
+        job = self._enqueue(_Job("submit", self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
         text: concurrent.futures.Future[str] = concurrent.futures.Future()
 
-        def done(f: concurrent.futures.Future[Any]) -> None:
+        def done(f: concurrent.futures.Future[_core.GenerationResult]) -> None:
             error = f.exception()
             if error is not None:
                 text.set_exception(error)
@@ -287,11 +348,11 @@ class LlamaPool:
 
     def _cancel(self, job: _Job) -> None:
         job.cancelled.set()
-        self._engine.interrupt()
+        self._interrupt()
         with self._cond:
             self._cond.notify()
 
-    async def _await(self, job: _Job) -> Any:
+    async def _await(self, job: _Job) -> _core.GenerationResult:
         try:
             return await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
@@ -309,7 +370,7 @@ class LlamaPool:
     ) -> str:
         """Generates a continuation of ``prompt`` (the arguments of :meth:`Llama.generate`).
         Cancelling the awaiting task frees the request's sequence at the next step."""
-        job = self._enqueue(_Job(self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
+        job = self._enqueue(_Job("generate", self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
         return str((await self._await(job)).text)
 
     async def generate_batch(
@@ -341,55 +402,29 @@ class LlamaPool:
         (``async for piece in pool.generate_stream(...)``). Arguments are checked now; the
         request is queued when iteration starts. Leaving the loop early frees the request's
         sequence at the next step."""
-        return _Stream(self, self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
+        return _Stream(self._enqueue, self._cancel, "generate_stream",
+                       self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
 
     async def create_chat_completion(
-        self,
-        messages: Sequence[dict[str, Any]],
-        max_tokens: int | None = None,
-        temperature: float = 0.2,
-        top_p: float = 0.95,
-        min_p: float = 0.05,
-        typical_p: float = 1.0,
-        stop: str | Sequence[str] | None = None,
-        stream: bool = False,
-        seed: int | None = None,
-        top_k: int = 40,
-        repeat_penalty: float = 1.0,
-        frequency_penalty: float = 0.0,
-        presence_penalty: float = 0.0,
-        mirostat_mode: int = 0,
-        mirostat_tau: float = 5.0,
-        mirostat_eta: float = 0.1,
-        response_format: dict[str, Any] | None = None,
-        grammar: LlamaGrammar | None = None,
-        logit_bias: dict[int, float] | None = None,
-        logprobs: bool = False,
-        top_logprobs: int | None = None,
-        model: str | None = None,
+        self, messages: Sequence[dict[str, Any]], **kwargs: Unpack[ChatArgs]
     ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
-        """A chat completion in llama-cpp-python's shape, served by the pool (the arguments of
-        :meth:`Llama.create_chat_completion`). With ``stream=True`` it returns an async
-        iterator of ``chat.completion.chunk`` dicts."""
+        """A chat completion in llama-cpp-python's shape, served by the pool (the arguments and
+        defaults of :meth:`Llama.create_chat_completion`). With ``stream=True`` it returns an
+        async iterator of ``chat.completion.chunk`` dicts."""
         api = "LlamaPool.create_chat_completion"
-        prompt, stops, grammar = self._llm._chat_prompt(api, messages, stop, response_format, grammar)
-        sampling, n_logprobs = _chat_sampling(
-            api, temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p, seed=seed, top_k=top_k,
-            repeat_penalty=repeat_penalty, frequency_penalty=frequency_penalty, presence_penalty=presence_penalty,
-            mirostat_mode=mirostat_mode, mirostat_tau=mirostat_tau, mirostat_eta=mirostat_eta, logit_bias=logit_bias,
-            logprobs=logprobs, top_logprobs=top_logprobs,
-        )
-        request = self._request("create_chat_completion", prompt, _openai.token_limit(max_tokens), sampling, stops,
-                                grammar, n_logprobs)
-        name = model or self._llm.model_path
-        if stream:
-            return _chat_stream(_Stream(self, request), name)
-        job = self._enqueue(_Job(request))
+        options = ChatOptions.parse(api, kwargs)
+        chat = _chat.prepare(api, self._view, messages, options)
+        request = self._request("create_chat_completion", chat.prompt, chat.max_tokens, chat.sampling, chat.stops,
+                                chat.grammar, chat.logprobs)
+        name = options.model or self._view.model_path
+        if options.stream:
+            return _chat_stream(_Stream(self._enqueue, self._cancel, "create_chat_completion", request), name)
+        job = self._enqueue(_Job("create_chat_completion", request))
         result = await self._await(job)
-        return _openai.chat_completion(result, name, self._llm._piece_texts(result) if logprobs else None)
+        return _openai.chat_completion(result, name, self._view.piece_texts(result) if options.logprobs else None)
 
     async def create_chat_completion_batch(
-        self, conversations: Sequence[Sequence[dict[str, Any]]], **kwargs: Any
+        self, conversations: Sequence[Sequence[dict[str, Any]]], **kwargs: Unpack[ChatArgs]
     ) -> list[dict[str, Any]]:
         """Chat completions for every conversation concurrently, in order (``stream`` is not
         accepted here)."""
@@ -405,8 +440,15 @@ class _Stream:
     first iteration; leaving early (break, an exception, or ``aclose()``) cancels it, which
     frees its sequence at the scheduler's next step."""
 
-    def __init__(self, pool: LlamaPool, request: _Request) -> None:
-        self._pool, self._request = pool, request
+    def __init__(
+        self,
+        enqueue: Callable[[_Job], _Job],
+        cancel: Callable[[_Job], None],
+        api: str,
+        request: _core.GenerationRequest,
+    ) -> None:
+        self._enqueue, self._cancel = enqueue, cancel  # the pool's
+        self._api, self._request = api, request
         self._pieces: AsyncGenerator[str, None] | None = None
         self.result: Any = None
 
@@ -426,7 +468,8 @@ class _Stream:
     async def _run(self) -> AsyncGenerator[str, None]:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        job = self._pool._enqueue(_Job(self._request, lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
+        job = self._enqueue(_Job(self._api, self._request,
+                                 lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
         try:
             while True:
                 item = await queue.get()
@@ -438,7 +481,7 @@ class _Stream:
                 yield item
         finally:
             if not job.future.done():
-                self._pool._cancel(job)
+                self._cancel(job)
 
 
 async def _chat_stream(pieces: _Stream, model: str) -> AsyncIterator[dict[str, Any]]:

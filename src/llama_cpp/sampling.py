@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from . import _core
 from ._validate import require_float, require_int
 from .errors import ValidationError
 
@@ -85,18 +83,3 @@ class SamplingParams:
     def greedy(cls) -> SamplingParams:
         """Deterministic argmax decoding (what llama.cpp's tools do with ``--temp 0``)."""
         return cls(temperature=0.0)
-
-    def _native(self, default_seed: int | None) -> Any:
-        config = _core.SamplingConfig()
-        for name in (
-            "temperature", "top_k", "top_p", "min_p", "typical_p", "repeat_penalty", "penalty_last_n",
-            "frequency_penalty", "presence_penalty", "mirostat", "mirostat_tau", "mirostat_eta",
-            "xtc_probability", "xtc_threshold", "top_n_sigma", "dry_multiplier", "dry_base",
-            "dry_allowed_length", "dry_penalty_last_n", "min_keep",
-        ):
-            setattr(config, name, getattr(self, name))
-        config.dry_sequence_breakers = list(self.dry_sequence_breakers)
-        config.logit_bias = [(int(t), float(b)) for t, b in (self.logit_bias or {}).items()]
-        seed = self.seed if self.seed is not None else default_seed
-        config.seed = _core.LLAMA_DEFAULT_SEED if seed is None or seed == -1 else seed
-        return config

@@ -1,0 +1,140 @@
+"""The OpenAI-style keyword arguments of ``create_completion`` and ``create_chat_completion``
+(llama-cpp-python's names and defaults), defined once: a ``TypedDict`` for the signatures of
+``Llama``, its async twins and ``LlamaPool`` (``**kwargs: Unpack[ChatArgs]``), and a frozen
+dataclass with the defaults that rejects unknown names."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any, TypedDict
+
+from .errors import ValidationError
+from .grammar import LlamaGrammar
+
+
+class ChatArgs(TypedDict, total=False):
+    """The keyword arguments of ``create_chat_completion`` (llama-cpp-python's names); the
+    defaults are :class:`ChatOptions`'."""
+
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    min_p: float
+    typical_p: float
+    stop: str | Sequence[str] | None
+    stream: bool
+    seed: int | None
+    top_k: int
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    mirostat_mode: int
+    mirostat_tau: float
+    mirostat_eta: float
+    response_format: dict[str, Any] | None
+    grammar: LlamaGrammar | None
+    logit_bias: dict[int, float] | None
+    logprobs: bool
+    top_logprobs: int | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class ChatOptions:
+    """:class:`ChatArgs` with their defaults. ``max_tokens`` None or <= 0 runs until the model
+    stops or the context is full; ``model`` names the reply's ``model`` field."""
+
+    max_tokens: int | None = None
+    temperature: float = 0.2
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    stop: str | Sequence[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    mirostat_mode: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    response_format: dict[str, Any] | None = None
+    grammar: LlamaGrammar | None = None
+    logit_bias: dict[int, float] | None = None
+    logprobs: bool = False
+    top_logprobs: int | None = None
+    model: str | None = None
+
+    @classmethod
+    def parse(cls, api: str, kwargs: Mapping[str, Any]) -> ChatOptions:
+        """The options of ``kwargs``; an unknown name raises ``ValidationError`` naming it."""
+        return cls(**_known(api, kwargs, _CHAT_NAMES))
+
+
+class CompletionArgs(TypedDict, total=False):
+    """The keyword arguments of ``create_completion``; the defaults are :class:`CompletionOptions`'."""
+
+    max_tokens: int | None
+    temperature: float
+    top_p: float
+    min_p: float
+    typical_p: float
+    stop: str | Sequence[str] | None
+    stream: bool
+    seed: int | None
+    top_k: int
+    repeat_penalty: float
+    frequency_penalty: float
+    presence_penalty: float
+    mirostat_mode: int
+    mirostat_tau: float
+    mirostat_eta: float
+    logprobs: int | None
+    echo: bool
+    grammar: LlamaGrammar | None
+    logit_bias: dict[int, float] | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class CompletionOptions:
+    """:class:`CompletionArgs` with their defaults."""
+
+    max_tokens: int | None = 16
+    temperature: float = 0.8
+    top_p: float = 0.95
+    min_p: float = 0.05
+    typical_p: float = 1.0
+    stop: str | Sequence[str] | None = None
+    stream: bool = False
+    seed: int | None = None
+    top_k: int = 40
+    repeat_penalty: float = 1.0
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    mirostat_mode: int = 0
+    mirostat_tau: float = 5.0
+    mirostat_eta: float = 0.1
+    logprobs: int | None = None
+    echo: bool = False
+    grammar: LlamaGrammar | None = None
+    logit_bias: dict[int, float] | None = None
+    model: str | None = None
+
+    @classmethod
+    def parse(cls, api: str, kwargs: Mapping[str, Any]) -> CompletionOptions:
+        """The options of ``kwargs``; an unknown name raises ``ValidationError`` naming it."""
+        return cls(**_known(api, kwargs, _COMPLETION_NAMES))
+
+
+def _known(api: str, kwargs: Mapping[str, Any], names: frozenset[str]) -> Mapping[str, Any]:
+    unknown = set(kwargs) - names
+    if unknown:
+        raise ValidationError(f"[{api}] unknown argument(s): {', '.join(sorted(unknown))}")
+    return kwargs
+
+
+_CHAT_NAMES = frozenset(f.name for f in fields(ChatOptions))
+_COMPLETION_NAMES = frozenset(f.name for f in fields(CompletionOptions))

@@ -1,0 +1,188 @@
+"""A read-only view of a loaded model: its tokenizer, vocabulary, metadata and chat template.
+``Llama`` answers its model questions through one; ``LlamaPool.llama`` is one (it cannot decode)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from . import _core
+from ._errors import api_errors
+from ._request import model_params
+from ._validate import require_bool, require_int, token_list
+from .config import LlamaConfig
+from .errors import LlamaError, ValidationError
+
+# What to use instead of a generation or state method on the pool's view, for its message.
+_POOL_HINTS = {
+    "generate": "use LlamaPool.generate", "generate_stream": "use LlamaPool.generate_stream",
+    "generate_async": "use LlamaPool.generate", "create_completion": "use LlamaPool.generate",
+    "create_chat_completion": "use LlamaPool.create_chat_completion",
+    "create_chat_completion_async": "use LlamaPool.create_chat_completion",
+    "perf": "use LlamaPool.perf", "perf_reset": "use LlamaPool.perf_reset",
+    "reset": "the pool clears each request's sequence itself (LlamaPool.close frees them all)",
+}
+
+
+def resolve_config(
+    owner: str, model_path: str | os.PathLike[str] | None, config: LlamaConfig | None, overrides: dict[str, Any]
+) -> LlamaConfig:
+    """``config`` with ``model_path`` and any ``LlamaConfig`` field given as a keyword applied."""
+    unknown = set(overrides) - LlamaConfig.field_names()
+    if unknown:
+        raise ValidationError(f"[{owner}] unknown configuration option(s): {', '.join(sorted(unknown))}")
+    config = config or LlamaConfig()
+    if not isinstance(config, LlamaConfig):
+        raise ValidationError(f"[{owner}] config must be a LlamaConfig, got {type(config).__name__}")
+    if model_path is not None:
+        overrides = {**overrides, "model_path": model_path}
+    config = replace(config, **overrides) if overrides else config
+    if config.model_path is None:
+        raise ValidationError(f"[{owner}] model_path is required")
+    return config
+
+
+def load(config: LlamaConfig) -> _core.Model:
+    """Loads the model of ``config``; ``verbose=True`` raises llama.cpp's log level, which is
+    process-wide, and warns so (to the caller of ``Llama(...)``/``LlamaPool(...)``)."""
+    if config.verbose:
+        warnings.warn(
+            "verbose=True raises llama.cpp's log level for the whole process, not only this instance: "
+            "the level is process-wide, and another instance's verbose=False does not lower it "
+            "(reset_logging() does)",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        _core.set_log_level(1)
+    return _core.Model.load(model_params(config))
+
+
+class ModelView:
+    """Tokenizer, vocabulary, metadata and chat template of a loaded model. No method decodes
+    or touches a KV cache. Errors name ``owner`` (``[Llama.tokenize] ...``).
+
+    ``model`` returns the ``_core.Model`` or raises ``LlamaError`` once its owner is closed.
+    """
+
+    def __init__(
+        self, owner: str, model: Callable[[str], _core.Model], model_path: str, chat_format: str | None
+    ) -> None:
+        self._owner = owner
+        self._model = model
+        self._model_path = model_path
+        self._chat_format = chat_format or ""
+        self._template: _core.ChatTemplate | None = None
+        self._template_lock = threading.Lock()  # one render at a time (common's templates are not shared)
+
+    def handle(self, api: str) -> _core.Model:
+        """The ``_core.Model``; a closed owner raises ``LlamaError`` naming ``api``."""
+        return self._model(api)
+
+    @property
+    def model_path(self) -> str:
+        """The GGUF file the model was loaded from."""
+        return self._model_path
+
+    def n_vocab(self) -> int:
+        """Vocabulary size."""
+        return int(self._model("n_vocab").n_vocab)
+
+    def n_ctx_train(self) -> int:
+        """Context length the model was trained with."""
+        return int(self._model("n_ctx_train").n_ctx_train)
+
+    def n_embd(self) -> int:
+        """Embedding width."""
+        return int(self._model("n_embd").n_embd)
+
+    def token_bos(self) -> int:
+        """Id of the start-of-text token."""
+        return int(self._model("token_bos").bos)
+
+    def token_eos(self) -> int:
+        """Id of the end-of-text token."""
+        return int(self._model("token_eos").eos)
+
+    def is_eog(self, token: int) -> bool:
+        """Whether ``token`` ends generation (end of text, end of turn, ...)."""
+        return bool(self._model("is_eog").is_eog(require_int(f"{self._owner}.is_eog", "token", token)))
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The GGUF metadata, as strings."""
+        return dict(self._model("metadata").metadata())
+
+    @property
+    def chat_template(self) -> str:
+        """Source of the chat template in use (the model's Jinja, or a built-in's name)."""
+        with api_errors(f"{self._owner}.chat_template"), self._template_lock:
+            return str(self._chat_template("chat_template").source)
+
+    def tokenize(self, text: str | bytes, add_bos: bool = True, special: bool = False) -> list[int]:
+        """Token ids of ``text``.
+
+        Args:
+            text: ``str`` or UTF-8 ``bytes``.
+            add_bos: add the model's start tokens (BOS) when the model asks for them.
+            special: parse special-token text such as ``<|im_start|>`` into its token.
+        """
+        api = f"{self._owner}.tokenize"
+        if not isinstance(text, (str, bytes)):
+            raise ValidationError(f"[{api}] text must be str or bytes, got {type(text).__name__}")
+        require_bool(api, "add_bos", add_bos)
+        require_bool(api, "special", special)
+        model = self._model("tokenize")
+        with api_errors(api):
+            return list(model.tokenize(text, add_bos, special))
+
+    def detokenize(self, tokens: Sequence[int], special: bool = False) -> bytes:
+        """The UTF-8 bytes of ``tokens`` (as llama-cpp-python: bytes, since a token
+        may end inside a multi-byte character). ``special`` renders special tokens."""
+        api = f"{self._owner}.detokenize"
+        ids = token_list(api, tokens)
+        model = self._model("detokenize")
+        with api_errors(api):
+            return bytes(model.detokenize(ids, special))
+
+    def n_tokens(self, text: str | bytes) -> int:
+        """How many tokens ``text`` is as a prompt (start tokens and special tokens included)."""
+        return len(self.tokenize(text, add_bos=True, special=True))
+
+    def render_chat(self, api: str, messages: list[tuple[str, str]]) -> tuple[str, list[str]]:
+        """The prompt of a conversation of (role, content) pairs through the chat template, with
+        the generation prompt, and the template's stop strings. Errors name ``api``."""
+        with api_errors(api), self._template_lock:
+            prompt, stops = self._chat_template(api.rsplit(".", 1)[-1]).render(messages, True)
+        return str(prompt), [s for s in stops if s]
+
+    def piece_texts(self, result: _core.GenerationResult) -> dict[int, str]:
+        """Text of every token that appears in a result's tokens or top alternatives."""
+        model = self._model("logprobs")
+        ids = set(result.tokens)
+        for alternatives in result.top_logprobs:
+            ids.update(t for t, _ in alternatives)
+        return {t: model.detokenize([t], False).decode("utf-8", "replace") for t in ids}
+
+    def release(self) -> None:
+        """Drops the chat template (it holds the model); the owner is closing."""
+        with self._template_lock:
+            self._template = None
+
+    def _chat_template(self, api: str) -> _core.ChatTemplate:
+        model = self._model(api)
+        if self._template is None:
+            self._template = _core.ChatTemplate(model, self._chat_format)
+        return self._template
+
+    def __getattr__(self, name: str) -> object:
+        hint = _POOL_HINTS.get(name)
+        if hint is not None:
+            raise LlamaError(f"[{self._owner}.{name}] this view of the pool's model cannot decode or reset; {hint}")
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __repr__(self) -> str:
+        return f"ModelView({self._model_path!r})"
