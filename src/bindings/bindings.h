@@ -15,6 +15,7 @@ void bind_chat(nb::module_& m);
 void bind_lora(nb::module_& m);
 void bind_pool(nb::module_& m);
 void bind_streaming(nb::module_& m);
+void bind_testing(nb::module_& m);
 
 // UTF-8 bytes to str, replacing invalid sequences rather than raising: model
 // output is not guaranteed to be valid UTF-8.

@@ -14,5 +14,6 @@ NB_MODULE(_core, m) {
     bind_streaming(m);
     bind_context(m);
     bind_pool(m);
+    bind_testing(m);
     m.attr("LLAMA_DEFAULT_SEED") = LLAMA_DEFAULT_SEED;
 }
