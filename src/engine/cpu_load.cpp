@@ -7,6 +7,7 @@
 #include <ctime>
 
 #if defined(__linux__)
+#include <dirent.h>
 #include <fcntl.h>
 #include <sched.h>
 #include <unistd.h>
@@ -17,6 +18,39 @@ namespace {
 
 constexpr auto kMinInterval = std::chrono::milliseconds(100);  // /proc/stat counts 10 ms ticks
 constexpr auto kMaxInterval = std::chrono::seconds(1);
+
+#if defined(__linux__)
+// Reads a small /proc file whole; empty on failure.
+std::string read_small(const char* path) {
+    char buf[512];
+    const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {};
+    const ssize_t n = ::read(fd, buf, sizeof buf - 1);
+    ::close(fd);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+// Runnable tasks of other processes at this instant (the kernel's count in /proc/loadavg
+// less this process's running threads, the caller included); negative when unknown.
+int32_t others_running_now() {
+    const std::string loadavg = read_small("/proc/loadavg");  // "0.50 0.40 0.30 3/120 4567"
+    const size_t slash = loadavg.find('/');
+    const size_t space = loadavg.rfind(' ', slash);
+    if (slash == std::string::npos || space == std::string::npos) return -1;
+    const long running = std::strtol(loadavg.c_str() + space + 1, nullptr, 10);
+    long own = 0;
+    if (DIR* dir = ::opendir("/proc/self/task")) {
+        while (const dirent* entry = ::readdir(dir)) {
+            if (entry->d_name[0] == '.') continue;
+            const std::string stat = read_small((std::string("/proc/self/task/") + entry->d_name + "/stat").c_str());
+            const size_t paren = stat.rfind(')');  // "tid (name) S ...": the name may hold anything
+            if (paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'R') ++own;
+        }
+        ::closedir(dir);
+    }
+    return static_cast<int32_t>(std::max(0L, running - std::max(1L, own)));
+}
+#endif
 
 }  // namespace
 
@@ -52,8 +86,8 @@ ThreadGovernor::ThreadGovernor(int32_t max_threads) : max_threads_(std::max(1, m
     n_allowed_ = std::max(1, CPU_COUNT(&set));
     // The per-CPU lines come first; what follows (interrupt counts) is not needed.
     buffer_.resize(256 + 256 * allowed_.size());
+    n_online_ = std::max<int32_t>(1, static_cast<int32_t>(sysconf(_SC_NPROCESSORS_ONLN)));
     fd_ = ::open("/proc/stat", O_RDONLY | O_CLOEXEC);
-    if (fd_ >= 0) have_last_ = read(last_);
 #endif
 }
 
@@ -105,7 +139,15 @@ int32_t ThreadGovernor::threads() {
     if (have_last_ && now - last_.wall < kMinInterval) return current_;
     Sample s;
     if (!read(s)) return current_;
-    if (have_last_ && s.wall - last_.wall <= kMaxInterval && s.total > last_.total) {
+    if (!have_last_ || s.wall - last_.wall > kMaxInterval) {
+        // No interval to average over (the first decode, or one after an idle second): what
+        // runs right now decides until the next reading.
+        const int32_t others = others_running_now();
+        if (others >= 0) {
+            free_cores_ = std::max(0.0, n_allowed_ - others * static_cast<double>(n_allowed_) / n_online_);
+            current_ = threads_for_free_cores(current_, max_threads_, free_cores_);
+        }
+    } else if (s.total > last_.total) {
         const double wall_s = std::chrono::duration<double>(s.wall - last_.wall).count();
         const double busy_cores = n_allowed_ * static_cast<double>(s.busy - last_.busy) /
                                   static_cast<double>(s.total - last_.total);

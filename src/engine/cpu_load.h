@@ -30,8 +30,9 @@ public:
 
     // The thread count for the next decode. Costs a clock read; at most every 100 ms it also
     // reads /proc/stat and this process's CPU time: the busy time of our CPUs minus ours, over
-    // the time since the previous reading, is what other processes used. A reading more than
-    // a second old (an idle context) is not averaged over: the next one is.
+    // the time since the previous reading, is what other processes used. The first decode,
+    // and the first after an idle second (not averaged over), count instead the tasks of other
+    // processes running at that instant (/proc/loadavg less our running threads).
     int32_t threads();
     // Cores left free by other processes at the latest reading; negative before the first.
     double free_cores() const { return free_cores_; }
@@ -50,6 +51,7 @@ private:
     int fd_ = -1;  // /proc/stat, kept open and re-read from offset 0
     std::vector<bool> allowed_;  // by CPU index
     int32_t n_allowed_ = 1;
+    int32_t n_online_ = 1;  // /proc/loadavg counts tasks on every CPU
     std::string buffer_;
     Sample last_;
     bool have_last_ = false;
