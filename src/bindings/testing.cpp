@@ -6,6 +6,7 @@
 #include <string>
 
 #include "../engine/context.h"
+#include "../engine/cpu_load.h"
 #include "../engine/errors.h"
 #include "bindings.h"
 
@@ -53,4 +54,11 @@ void bind_testing(nb::module_& m) {
           nb::arg("batch_get_one") = false, nb::call_guard<nb::gil_scoped_release>(),
           "Mean ms per token of bare single-token decodes of sequence 0, as llama-bench's tg test runs "
           "them (no sampling); empties the cache before and after.");
+    t.def("threads_for_free_cores", &lcn::threads_for_free_cores, nb::arg("current"), nb::arg("max_threads"),
+          nb::arg("free_cores"),
+          "The thread governor's decision: threads to use after `current` ran with `free_cores` cores left free "
+          "by other processes.");
+    t.def("free_cores", &lcn::Context::free_cores, nb::arg("context"),
+          "Cores other processes left free at the context's latest reading; negative before the first one or "
+          "when the user set the thread counts.");
 }

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cstring>
 #include <string>
-#include <thread>
 
 #include <ggml-backend.h>
 
@@ -15,11 +14,6 @@ namespace lcn {
 namespace {
 
 bool abort_callback(void* data) { return static_cast<const Context*>(data)->cancel_requested(); }
-
-int32_t default_threads() {
-    const unsigned n = std::thread::hardware_concurrency();
-    return n == 0 ? 4 : static_cast<int32_t>(n);
-}
 
 // The CPU backend's thread-pool functions, looked up through its registry entry (as
 // llama-bench does), so this works however ggml's backends are packaged.
@@ -60,9 +54,15 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     // With every layer on a GPU, the CPU part of a one-token graph is a single embedding row:
     // one thread does it, and waking a pool of sleeping threads per token cost 0.5-2% of decode
     // speed on the H100 (BENCHMARKS.md, run N). Batches keep every core (their embedding rows).
-    const int32_t all_cores = default_threads();
+    // Counts left at their default also shed threads while other processes keep the cores
+    // busy (adapt_threads); counts the user set are used exactly, as llama.cpp's -t.
+    const int32_t all_cores = allowed_cpus();
     cp.n_threads = p.n_threads > 0 ? p.n_threads : whole_model_on_gpu() ? 1 : all_cores;
     cp.n_threads_batch = p.n_threads_batch > 0 ? p.n_threads_batch : p.n_threads > 0 ? p.n_threads : all_cores;
+    adapt_threads_ = p.n_threads <= 0 && cp.n_threads > 1;
+    adapt_threads_batch_ = p.n_threads_batch <= 0 && p.n_threads <= 0 && cp.n_threads_batch > 1;
+    threads_max_ = cp.n_threads;
+    threads_batch_max_ = cp.n_threads_batch;
     cp.offload_kqv = p.offload_kqv;
     cp.embeddings = p.embeddings;
     cp.no_perf = false;
@@ -97,6 +97,10 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
         }
         // Without a pool of our own, llama.cpp falls back to its per-graph one: still correct.
         if (threadpool_ != nullptr) llama_attach_threadpool(ctx_, threadpool_, threadpool_batch_);
+    }
+    if (adapt_threads_ || adapt_threads_batch_) {
+        threads_applied_ = std::max(adapt_threads_ ? threads_max_ : 1, adapt_threads_batch_ ? threads_batch_max_ : 1);
+        governor_ = std::make_unique<ThreadGovernor>(threads_applied_);
     }
     batch_ = llama_batch_init(static_cast<int32_t>(n_batch()), 0, static_cast<int32_t>(p.n_seq_max));
     cached_.resize(p.n_seq_max);
@@ -136,7 +140,17 @@ void Context::clear_sequence(llama_seq_id seq) {
     cached_[check_seq(seq)].clear();
 }
 
+void Context::adapt_threads() {
+    if (!governor_) return;
+    const int32_t n = governor_->threads();
+    if (n == threads_applied_) return;
+    threads_applied_ = n;
+    llama_set_n_threads(ctx_, adapt_threads_ ? std::min(n, threads_max_) : threads_max_,
+                        adapt_threads_batch_ ? std::min(n, threads_batch_max_) : threads_batch_max_);
+}
+
 void Context::decode_batch(const char* what) {
+    adapt_threads();
     const int32_t rc = llama_decode(ctx_, batch_);
     if (rc == 0) return;
     if (rc == 2) throw GenerationError(std::string(what) + ": cancelled");
@@ -387,6 +401,7 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
             }
             ++next;
         }
+        adapt_threads();
         const int32_t rc = encoder_only ? llama_encode(ctx_, batch_) : llama_decode(ctx_, batch_);
         if (rc != 0) throw GenerationError("llama.cpp failed to compute embeddings (code " +
                                            std::to_string(rc) + ")");

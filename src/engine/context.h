@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "baton.h"
+#include "cpu_load.h"
 #include "job_thread.h"
 #include "lora.h"
 #include "model.h"
@@ -113,6 +114,9 @@ public:
     // CPU threads llama.cpp uses for one-token graphs and for batches.
     int32_t n_threads() const { return llama_n_threads(ctx_); }
     int32_t n_threads_batch() const { return llama_n_threads_batch(ctx_); }
+    // Cores other processes left free at the latest reading of the thread governor; negative
+    // before the first reading or when the thread counts are the user's.
+    double free_cores() const { return governor_ ? governor_->free_cores() : -1.0; }
     // The logits row of an output of the last decode (waits for the backend). Call from the
     // thread that decodes; the rows themselves may then be read by other threads.
     float* logits(int32_t output_index);
@@ -146,6 +150,9 @@ private:
         batch_.logits[j] = output;
     }
     void decode_batch(const char* what);  // batch_
+    // Before a decode: threads counts left at their default follow the cores other processes
+    // leave free (ThreadGovernor); counts the user set are kept exactly.
+    void adapt_threads();
 
     std::shared_ptr<Model> model_;
     llama_context* ctx_ = nullptr;
@@ -153,6 +160,10 @@ private:
     // without them ggml makes a pool per graph.
     ggml_threadpool* threadpool_ = nullptr;
     ggml_threadpool* threadpool_batch_ = nullptr;
+    std::unique_ptr<ThreadGovernor> governor_;  // null when the user set both counts
+    int32_t threads_max_ = 1, threads_batch_max_ = 1;  // the pools' sizes
+    bool adapt_threads_ = false, adapt_threads_batch_ = false;
+    int32_t threads_applied_ = 0;  // the governor's latest answer
     llama_batch batch_{};
     std::vector<std::vector<llama_token>> cached_;
     std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;

@@ -27,9 +27,12 @@ class LlamaConfig:
         n_seq_max: sequences the context can hold at once.
         n_threads: CPU threads for generation (one-token steps); ``None``: 1 when the whole
             model is on a GPU (the CPU's share of a step is then one embedding row, and waking
-            more threads for it measured slower), else every available core.
+            more threads for it measured slower), else every core this process may run on,
+            fewer while other processes keep cores busy (re-read at most every 100 ms; on a
+            busy machine every thread waiting for a descheduled one collapsed decoding). A
+            number is used exactly, as llama.cpp's ``-t``.
         n_threads_batch: CPU threads for prompt processing and batched steps; ``None`` uses
-            ``n_threads`` when that is set, else every available core.
+            ``n_threads`` when that is set, else every available core, shed as above.
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
