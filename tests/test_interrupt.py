@@ -21,12 +21,19 @@ PROMPT = "Once upon a time"
 
 CHILD = textwrap.dedent(
     """
-    import sys
+    import sys, threading, time
     from llama_cpp import Llama, SamplingParams
     never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
     llm = Llama(sys.argv[1], n_ctx=4096, n_threads=2)
     call = sys.argv[2]
     print("ready", flush=True)
+
+    def announce():  # tells the parent when tokens are being generated, whatever the device's speed
+        while llm.perf()["n_eval"] < 8:
+            time.sleep(0.001)
+        print("decoding", flush=True)
+
+    threading.Thread(target=announce, daemon=True).start()
     try:
         if call == "generate":
             llm.generate("Once upon a time", max_tokens=2000, sampling=never_end)
@@ -51,10 +58,7 @@ def _interrupt_child(call: str) -> tuple[int, str]:
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "ready"
-        # The model is loaded; give llama.cpp a moment to be inside the decode loop.
-        import time
-
-        time.sleep(1.5)
+        assert child.stdout.readline().strip() == "decoding"  # inside the decode loop
         child.send_signal(signal.SIGINT)
         out, _ = child.communicate(timeout=300)
     finally:

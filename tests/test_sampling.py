@@ -119,6 +119,7 @@ def test_a_seed_reproduces_and_seeds_differ(smollm2):
     assert len(outputs) == 4
 
 
+@real_weights  # greedy repetition of the prompt is a property of the real weights
 def test_a_large_repeat_penalty_repeats_fewer_tokens(smollm2):
     prompt = "The cat sat. The cat sat. The cat sat. The cat"
     plain = smollm2.generate(prompt, max_tokens=16, sampling=SamplingParams(temperature=0))
