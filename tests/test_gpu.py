@@ -67,11 +67,11 @@ def test_one_cpu_thread_per_token_when_the_whole_model_is_on_gpu(smollm2_path):
     # The CPU's share of a one-token step is one embedding row then; batches keep every core.
     with Llama(smollm2_path, n_ctx=512) as llm:
         assert llm._context.whole_model_on_gpu
-        assert (llm._context.n_threads, llm._context.n_threads_batch) == (1, os.cpu_count())
+        assert (llm.n_threads, llm.n_threads_batch) == (1, os.cpu_count())
         assert llm.generate("Hello", max_tokens=8, sampling=never_ending(llm))
     with Llama(smollm2_path, n_ctx=512, n_gpu_layers=4) as llm:
         assert not llm._context.whole_model_on_gpu
-        assert llm._context.n_threads == os.cpu_count()
+        assert llm.n_threads == os.cpu_count()
 
 
 def test_cpu_only_still_works_in_a_gpu_build(smollm2_path):

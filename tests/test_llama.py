@@ -94,11 +94,11 @@ def test_cpu_threads_default_to_every_core_and_can_be_set(smollm2_path):
     # On the CPU (n_gpu_layers=0, in any build) every core works on each step by default;
     # n_threads_batch follows n_threads unless it is set too.
     with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0) as llm:
-        assert (llm._context.n_threads, llm._context.n_threads_batch) == (len(os.sched_getaffinity(0)),) * 2
+        assert (llm.n_threads, llm.n_threads_batch) == (len(os.sched_getaffinity(0)),) * 2
     with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0, n_threads=2) as llm:
-        assert (llm._context.n_threads, llm._context.n_threads_batch) == (2, 2)
+        assert (llm.n_threads, llm.n_threads_batch) == (2, 2)
     with Llama(smollm2_path, n_ctx=256, n_gpu_layers=0, n_threads=1, n_threads_batch=2) as llm:
-        assert (llm._context.n_threads, llm._context.n_threads_batch) == (1, 2)
+        assert (llm.n_threads, llm.n_threads_batch) == (1, 2)
         assert llm.generate("Hello", max_tokens=4, sampling=SamplingParams.greedy())
 
 

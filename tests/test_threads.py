@@ -46,7 +46,7 @@ CHILD = textwrap.dedent(
         seen = []
         while time.monotonic() < deadline:
             llm.generate("Once upon a time", max_tokens=8, sampling=SamplingParams.greedy())
-            seen.append((llm._context.n_threads, llm._context.n_threads_batch,
+            seen.append((llm.n_threads, llm.n_threads_batch,
                          round(_core.testing.free_cores(llm._context), 2)))
             if seen[-1][0] == want:
                 break
@@ -54,13 +54,13 @@ CHILD = textwrap.dedent(
 
     with Llama(sys.argv[1], n_ctx=256, n_gpu_layers=0) as adaptive, \\
          Llama(sys.argv[1], n_ctx=256, n_gpu_layers=0, n_threads=2) as fixed:
-        print("start", adaptive._context.n_threads, adaptive._context.n_threads_batch, flush=True)
+        print("start", adaptive.n_threads, adaptive.n_threads_batch, flush=True)
         hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in cpus]
         try:
             time.sleep(0.3)
             print("busy", run_until(adaptive, 1, 20)[-1], flush=True)
             fixed.generate("Once upon a time", max_tokens=4, sampling=SamplingParams.greedy())
-            print("fixed", fixed._context.n_threads, fixed._context.n_threads_batch, flush=True)
+            print("fixed", fixed.n_threads, fixed.n_threads_batch, flush=True)
         finally:
             for h in hogs:
                 h.kill()

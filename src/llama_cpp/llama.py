@@ -118,6 +118,17 @@ class Llama(AsyncTwins):
         """Context length in tokens."""
         return int(self._require_context("n_ctx").n_ctx)
 
+    @property
+    def n_threads(self) -> int:
+        """CPU threads for one-token steps now: the configured count, or the default the
+        thread governor currently uses (it sheds threads while other processes use the cores)."""
+        return int(self._require_context("n_threads").n_threads)
+
+    @property
+    def n_threads_batch(self) -> int:
+        """CPU threads for prompt batches now (see :attr:`n_threads`)."""
+        return int(self._require_context("n_threads_batch").n_threads_batch)
+
     def n_vocab(self) -> int:
         """Vocabulary size."""
         return self._view.n_vocab()
