@@ -21,12 +21,16 @@ PROMPT = "Once upon a time"
 
 CHILD = textwrap.dedent(
     """
-    import sys, threading, time
+    import signal, sys, threading, time
+    # Ctrl-C as at a terminal, whatever SIGINT disposition the test runner's process passed down
+    # (a process started with SIGINT ignored gets no KeyboardInterrupt at all).
+    inherited = signal.getsignal(signal.SIGINT)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from llama_cpp import Llama, SamplingParams
     never_end = SamplingParams(temperature=0.0, logit_bias={0: float("-inf"), 1: float("-inf"), 2: float("-inf")})
     llm = Llama(sys.argv[1], n_ctx=4096, n_threads=2)
     call = sys.argv[2]
-    print("ready", flush=True)
+    print("ready", inherited, flush=True)
 
     def announce():  # tells the parent when tokens are being generated, whatever the device's speed
         while llm.perf()["n_eval"] < 8:
@@ -57,7 +61,9 @@ def _interrupt_child(call: str) -> tuple[int, str]:
                              text=True, env=env)
     try:
         assert child.stdout is not None
-        assert child.stdout.readline().strip() == "ready"
+        ready = child.stdout.readline().strip()
+        assert ready.startswith("ready"), ready
+        print("child's inherited SIGINT handler:", ready[len("ready"):])  # shown when the test fails
         assert child.stdout.readline().strip() == "decoding"  # inside the decode loop
         child.send_signal(signal.SIGINT)
         out, _ = child.communicate(timeout=300)

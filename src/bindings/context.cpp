@@ -131,7 +131,9 @@ void bind_context(nb::module_& m) {
         .def_rw("stop", &R::stop, "Strings that end generation (not included in the text).")
         .def_rw("reuse_prefix", &R::reuse_prefix, "Keep the cached prefix shared with the last call (Context).")
         .def_rw("logprobs", &R::logprobs, "-1: none; else record log-probabilities and this many alternatives.")
-        .def_rw("stream", &R::stream, "The pool reports this request's text every step (else when it finishes).");
+        .def_rw("stream", &R::stream, "The pool reports this request's text every step (else when it finishes).")
+        .def_rw("text_tokens", &R::text_tokens,
+                "Special tokens whose text is part of the reply (a chat format's markers its parser reads).");
 
     nb::class_<PyGenerationResult>(m, "GenerationResult", "Outcome of Context.generate.")
         .def_ro("text", &PyGenerationResult::text)

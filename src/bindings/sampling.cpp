@@ -34,5 +34,11 @@ void bind_sampling(nb::module_& m) {
         .def_rw("min_keep", &C::min_keep)
         .def_rw("seed", &C::seed)
         .def_rw("grammar", &C::grammar)
-        .def_rw("grammar_root", &C::grammar_root);
+        .def_rw("grammar_root", &C::grammar_root)
+        .def_rw("grammar_lazy", &C::grammar_lazy, "The grammar waits for a trigger before constraining.")
+        .def_rw("grammar_trigger_patterns", &C::grammar_trigger_patterns,
+                "Regular expressions over the generated text that start a lazy grammar.")
+        .def_rw("grammar_trigger_tokens", &C::grammar_trigger_tokens, "Tokens that start a lazy grammar.")
+        .def_rw("grammar_prefill", &C::grammar_prefill,
+                "Tokens the grammar accepts before the first sampled one (a chat template's generation prompt).");
 }

@@ -2,7 +2,13 @@
 
 #include <llama.h>
 
+#include <algorithm>
+#include <cctype>
+#include <mutex>
+
 #include "chat.h"  // llama.cpp common
+#include "chat_parser.h"
+#include "common.h"
 #include "errors.h"
 #include "model.h"
 
@@ -88,13 +94,30 @@ std::vector<std::string> builtin_stops(const std::string& name) {
     throw ValidationError("[LlamaConfig] chat_format '" + name + "': no end-of-turn marker known for this built-in");
 }
 
+// The single token `text` is, or -1 (tokenized with special-token parsing, no start token).
+llama_token single_token(const Model& model, const std::string& text) {
+    const auto ids = model.tokenize(text, false, true);
+    return ids.size() == 1 ? ids[0] : -1;
+}
+
 }  // namespace
+
+const char* thinking_mode_name(ThinkingMode mode) {
+    switch (mode) {
+        case ThinkingMode::hybrid: return "hybrid";
+        case ThinkingMode::always: return "always";
+        default: return "none";
+    }
+}
 
 struct ChatTemplate::Jinja {
     common_chat_templates_ptr templates;
+    mutable std::once_flag thinking_once;
+    mutable ThinkingMode thinking = ThinkingMode::none;
 };
 
-ChatTemplate::ChatTemplate(const Model& model, const std::string& builtin_name) : builtin_(builtin_name) {
+ChatTemplate::ChatTemplate(const Model& model, const std::string& builtin_name)
+    : model_(model), builtin_(builtin_name) {
     if (!builtin_.empty()) {
         const auto names = builtin_names();
         if (std::find(names.begin(), names.end(), builtin_) == names.end()) {
@@ -163,6 +186,142 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool
                               e.what());
     }
     return out;
+}
+
+ChatPrompt ChatTemplate::apply(const ChatInputs& in) const {
+    ChatPrompt out;
+    if (jinja_ == nullptr) {
+        if (!in.tools_json.empty() && in.tool_choice != "none") {
+            throw ValidationError("chat_format '" + builtin_ + "' is a llama.cpp built-in template, which cannot "
+                                  "describe tools; use the model's own template (chat_format=None) for tool calls");
+        }
+        std::vector<ChatMessage> messages;
+        try {
+            for (const auto& m : common_chat_msgs_parse_oaicompat(common_json::parse(in.messages_json))) {
+                messages.push_back({m.role, m.render_content("\n")});
+            }
+        } catch (const std::exception& e) {
+            throw ValidationError(e.what());
+        }
+        RenderedChat r = render(messages, in.add_generation_prompt);
+        out.prompt = std::move(r.prompt);
+        out.stops = std::move(r.stops);
+        out.format = common_chat_format_name(COMMON_CHAT_FORMAT_CONTENT_ONLY);
+        out.parser = std::make_shared<ChatParser>(COMMON_CHAT_FORMAT_CONTENT_ONLY, "", "", false, false);
+        return out;
+    }
+    common_chat_templates_inputs inputs;
+    common_chat_params params;
+    try {
+        inputs.messages = common_chat_msgs_parse_oaicompat(common_json::parse(in.messages_json));
+        if (!in.tools_json.empty()) inputs.tools = common_chat_tools_parse_oaicompat(common_json::parse(in.tools_json));
+        inputs.tool_choice = common_chat_tool_choice_parse_oaicompat(in.tool_choice);
+        inputs.parallel_tool_calls = in.parallel_tool_calls;
+        inputs.add_generation_prompt = in.add_generation_prompt;
+        inputs.use_jinja = true;
+        inputs.reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;
+        inputs.chat_template_kwargs = in.template_kwargs;
+        if (in.thinking >= 0) {
+            // The switch's names: enable_thinking (Qwen3, SmolLM3, Gemma 4, ...), thinking (Granite).
+            inputs.enable_thinking = in.thinking != 0;
+            inputs.chat_template_kwargs["enable_thinking"] = in.thinking != 0 ? "true" : "false";
+            inputs.chat_template_kwargs.emplace("thinking", in.thinking != 0 ? "true" : "false");
+        }
+        params = common_chat_templates_apply(jinja_->templates.get(), inputs);
+    } catch (const std::exception& e) {
+        throw ValidationError(std::string("the chat template failed to render: ") + e.what());
+    }
+    out.prompt = std::move(params.prompt);
+    for (auto& stop : params.additional_stops) {
+        if (!stop.empty()) out.stops.push_back(std::move(stop));
+    }
+    out.format = common_chat_format_name(params.format);
+    out.generation_prompt = params.generation_prompt;
+    for (const auto& text : params.preserved_tokens) {
+        const llama_token t = single_token(model_, text);
+        if (t >= 0) out.text_tokens.push_back(t);
+    }
+    if (!params.grammar.empty()) {
+        out.grammar = std::move(params.grammar);
+        out.grammar_lazy = params.grammar_lazy;
+        for (const auto& trigger : params.grammar_triggers) {
+            switch (trigger.type) {
+                case COMMON_GRAMMAR_TRIGGER_TYPE_TOKEN:
+                    out.grammar_trigger_tokens.push_back(trigger.token);
+                    break;
+                case COMMON_GRAMMAR_TRIGGER_TYPE_WORD: {
+                    // A word that is one preserved token triggers as that token (as llama-server does).
+                    const llama_token t = single_token(model_, trigger.value);
+                    if (t >= 0 && std::find(out.text_tokens.begin(), out.text_tokens.end(), t) != out.text_tokens.end()) {
+                        out.grammar_trigger_tokens.push_back(t);
+                    } else {
+                        out.grammar_trigger_patterns.push_back(regex_escape(trigger.value));
+                    }
+                    break;
+                }
+                case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN:
+                    out.grammar_trigger_patterns.push_back(trigger.value);
+                    break;
+                case COMMON_GRAMMAR_TRIGGER_TYPE_PATTERN_FULL: {
+                    const std::string& p = trigger.value;
+                    out.grammar_trigger_patterns.push_back(
+                        p.empty() ? "^$" : (p.front() != '^' ? "^" : "") + p + (p.back() != '$' ? "$" : ""));
+                    break;
+                }
+            }
+        }
+        if (out.grammar_lazy && out.grammar_trigger_patterns.empty() && out.grammar_trigger_tokens.empty()) {
+            throw ValidationError("the chat format's lazy tool-call grammar has no trigger");
+        }
+        if (!out.grammar_lazy && !params.generation_prompt.empty()) {
+            // The grammar starts at the generation prompt: feed it those tokens first. A leading
+            // space some tokenizers add before a special token is not part of it.
+            const auto ids = model_.tokenize(params.generation_prompt, false, true);
+            for (size_t i = 0; i < ids.size(); ++i) {
+                const std::string piece = model_.token_to_piece(ids[i], true);
+                if (i == 0 && !piece.empty() && std::isspace(static_cast<unsigned char>(piece[0])) &&
+                    !std::isspace(static_cast<unsigned char>(params.generation_prompt[0]))) {
+                    continue;
+                }
+                out.grammar_prefill.push_back(ids[i]);
+            }
+        }
+    }
+    out.parser = std::make_shared<ChatParser>(static_cast<int>(params.format), params.parser, params.generation_prompt,
+                                              true, !inputs.tools.empty() && inputs.tool_choice != COMMON_CHAT_TOOL_CHOICE_NONE);
+    return out;
+}
+
+ThinkingMode ChatTemplate::thinking_mode() const {
+    if (jinja_ == nullptr) return ThinkingMode::none;
+    std::call_once(jinja_->thinking_once, [this] {
+        try {
+            common_chat_templates_inputs inputs;
+            inputs.messages = common_chat_msgs_parse_oaicompat(common_json::parse(R"([{"role": "user", "content": "Hi"}])"));
+            inputs.reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;
+            inputs.enable_thinking = true;
+            inputs.chat_template_kwargs["enable_thinking"] = "true";
+            inputs.chat_template_kwargs["thinking"] = "true";
+            const common_chat_params on = common_chat_templates_apply(jinja_->templates.get(), inputs);
+            inputs.enable_thinking = false;
+            inputs.chat_template_kwargs["enable_thinking"] = "false";
+            inputs.chat_template_kwargs["thinking"] = "false";
+            const common_chat_params off = common_chat_templates_apply(jinja_->templates.get(), inputs);
+            if (on.prompt != off.prompt) {
+                jinja_->thinking = ThinkingMode::hybrid;
+            } else if (on.supports_thinking) {
+                jinja_->thinking = ThinkingMode::always;
+            }
+        } catch (const std::exception&) {
+            jinja_->thinking = ThinkingMode::none;  // a template that cannot render one turn: no switch
+        }
+    });
+    return jinja_->thinking;
+}
+
+std::map<std::string, bool> ChatTemplate::capabilities() const {
+    if (jinja_ == nullptr) return {};
+    return common_chat_templates_get_caps(jinja_->templates.get());
 }
 
 }  // namespace lcn

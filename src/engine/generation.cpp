@@ -22,7 +22,9 @@ Sequence::Sequence(Context& context, llama_seq_id seq_id, GenerationRequest requ
       seq_id_(seq_id),
       request_(std::move(request)),
       sampler_(context.model(), request_.sampling),
-      text_(request_.stop) {}
+      text_(request_.stop) {
+    std::sort(request_.text_tokens.begin(), request_.text_tokens.end());
+}
 
 void Sequence::start(std::string& text_out) {
     const size_t before = text_out.size();
@@ -103,7 +105,9 @@ void Sequence::take(llama_token token, std::string& text_out) {
         return;
     }
     result_.tokens.push_back(token);
-    if (text_.push(model.token_to_piece(token, false), text_out)) {
+    const bool as_text = !request_.text_tokens.empty() &&
+                         std::binary_search(request_.text_tokens.begin(), request_.text_tokens.end(), token);
+    if (text_.push(model.token_to_piece(token, as_text), text_out)) {
         result_.finish_reason = FinishReason::stop;
         return;
     }

@@ -26,6 +26,9 @@ struct GenerationRequest {
     bool reuse_prefix = false;  // keep the cached prefix shared with the last call
     int32_t logprobs = -1;  // >= 0: record each token's log-probability and this many alternatives
     bool stream = false;    // the pool reports this request's text every step (else when it finishes)
+    // Special tokens whose text is part of the reply (a chat format's tool-call or channel
+    // markers, which its parser reads); sorted. Other special tokens render as nothing.
+    std::vector<llama_token> text_tokens;
 };
 
 enum class FinishReason { none, stop, length, cancelled };

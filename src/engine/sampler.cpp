@@ -27,8 +27,29 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
     llama_sampler* grammar = nullptr;
     if (!c.grammar.empty()) {
         clear_error_messages();
-        grammar = llama_sampler_init_grammar(vocab, c.grammar.c_str(), c.grammar_root.c_str());
+        if (c.grammar_lazy) {
+            std::vector<const char*> patterns;
+            patterns.reserve(c.grammar_trigger_patterns.size());
+            for (const auto& p : c.grammar_trigger_patterns) patterns.push_back(p.c_str());
+            for (llama_token t : c.grammar_trigger_tokens) model.check_token(t, "grammar trigger token:");
+            grammar = llama_sampler_init_grammar_lazy_patterns(vocab, c.grammar.c_str(), c.grammar_root.c_str(),
+                                                              patterns.data(), patterns.size(),
+                                                              c.grammar_trigger_tokens.data(),
+                                                              c.grammar_trigger_tokens.size());
+        } else {
+            grammar = llama_sampler_init_grammar(vocab, c.grammar.c_str(), c.grammar_root.c_str());
+        }
         if (grammar == nullptr) throw ValidationError("[LlamaGrammar] invalid grammar: " + last_error_messages());
+        try {
+            for (llama_token t : c.grammar_prefill) {
+                model.check_token(t, "grammar prefill:");
+                llama_sampler_accept(grammar, t);
+            }
+        } catch (const std::exception& e) {
+            llama_sampler_free(grammar);
+            throw ValidationError(std::string("the chat template's grammar rejects its own generation prompt: ") +
+                                  e.what());
+        }
     }
 
     n_vocab_ = n_vocab;

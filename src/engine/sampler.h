@@ -41,6 +41,15 @@ struct SamplingConfig {
     uint32_t seed = LLAMA_DEFAULT_SEED;
     std::string grammar;  // GBNF; empty: unconstrained
     std::string grammar_root = "root";
+    // A lazy grammar constrains nothing until the generated text matches one of the trigger
+    // patterns (regular expressions) or a trigger token is sampled (tool calls with
+    // tool_choice="auto": the model may answer in prose, a call it starts must be valid).
+    bool grammar_lazy = false;
+    std::vector<std::string> grammar_trigger_patterns;
+    std::vector<llama_token> grammar_trigger_tokens;
+    // Tokens the grammar accepts before the first sampled one: the part of the prompt a chat
+    // template's grammar starts with (its generation prompt, e.g. an opened <think> block).
+    std::vector<llama_token> grammar_prefill;
 };
 
 // Builds llama.cpp's chain in the order of llama.cpp's common sampler (a grammar

@@ -15,14 +15,18 @@ from .grammar import LlamaGrammar
 from ._registry import shutdown
 from .llama import Llama
 from .lora import LoraAdapter
+from .families import ModelFamily
 from .pool import LlamaPool
 from .sampling import SamplingParams
+from .unified import UnifiedLLM
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Llama",
     "LlamaPool",
+    "UnifiedLLM",
+    "ModelFamily",
     "LlamaConfig",
     "SamplingParams",
     "LlamaGrammar",

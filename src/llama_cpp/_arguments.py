@@ -38,12 +38,20 @@ class ChatArgs(TypedDict, total=False):
     logprobs: bool
     top_logprobs: int | None
     model: str | None
+    tools: Sequence[dict[str, Any]] | None
+    tool_choice: str | dict[str, Any] | None
+    parallel_tool_calls: bool
+    thinking: bool | None
+    chat_template_kwargs: dict[str, Any] | None
 
 
 @dataclass(frozen=True)
 class ChatOptions:
     """:class:`ChatArgs` with their defaults. ``max_tokens`` None or <= 0 runs until the model
-    stops or the context is full; ``model`` names the reply's ``model`` field."""
+    stops or the context is full; ``model`` names the reply's ``model`` field. ``tools``,
+    ``tool_choice`` and ``parallel_tool_calls`` are OpenAI's; ``thinking`` True/False turns a
+    hybrid model's reasoning on or off (None: the model's default); ``chat_template_kwargs``
+    are extra variables for the chat template."""
 
     max_tokens: int | None = None
     temperature: float = 0.2
@@ -66,6 +74,11 @@ class ChatOptions:
     logprobs: bool = False
     top_logprobs: int | None = None
     model: str | None = None
+    tools: Sequence[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool = False
+    thinking: bool | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
 
     @classmethod
     def parse(cls, api: str, kwargs: Mapping[str, Any]) -> ChatOptions:

@@ -77,6 +77,7 @@ class ModelView:
         self._chat_format = chat_format or ""
         self._template: _core.ChatTemplate | None = None
         self._template_lock = threading.Lock()  # one render at a time (common's templates are not shared)
+        self._thinking_mode: str | None = None
 
     def handle(self, api: str) -> _core.Model:
         """The ``_core.Model``; a closed owner raises ``LlamaError`` naming ``api``."""
@@ -152,12 +153,45 @@ class ModelView:
         """How many tokens ``text`` is as a prompt (start tokens and special tokens included)."""
         return len(self.tokenize(text, add_bos=True, special=True))
 
-    def render_chat(self, api: str, messages: list[tuple[str, str]]) -> tuple[str, list[str]]:
-        """The prompt of a conversation of (role, content) pairs through the chat template, with
-        the generation prompt, and the template's stop strings. Errors name ``api``."""
+    def apply_chat(
+        self,
+        api: str,
+        messages_json: str,
+        tools_json: str = "",
+        tool_choice: str = "none",
+        *,
+        parallel_tool_calls: bool = False,
+        thinking: bool | None = None,
+        add_generation_prompt: bool = True,
+        template_kwargs: dict[str, str] | None = None,
+    ) -> _core.ChatPrompt:
+        """A conversation (OpenAI messages and tools as JSON text, see ``_messages``) through
+        the chat template: the prompt, stop strings, the tool-call grammar and the reply's
+        parser. Errors name ``api``."""
         with api_errors(api), self._template_lock:
-            prompt, stops = self._chat_template(api.rsplit(".", 1)[-1]).render(messages, True)
-        return str(prompt), [s for s in stops if s]
+            template = self._chat_template(api.rsplit(".", 1)[-1])
+            return template.apply(messages_json, tools_json, tool_choice, parallel_tool_calls,
+                                  -1 if thinking is None else int(thinking), add_generation_prompt,
+                                  template_kwargs or {})
+
+    def thinking_mode(self, api: str) -> str:
+        """How the model treats thinking: ``"hybrid"`` (a switch turns it on and off),
+        ``"always"`` (the model reasons before every answer) or ``"none"``. Found by rendering
+        one turn with the template's switch on and off, unless the owner knows better
+        (:meth:`set_thinking_mode`: ``UnifiedLLM`` knows each family's)."""
+        if self._thinking_mode is not None:
+            return self._thinking_mode
+        with api_errors(api), self._template_lock:
+            return str(self._chat_template(api.rsplit(".", 1)[-1]).thinking_mode)
+
+    def set_thinking_mode(self, mode: str | None) -> None:
+        """Overrides what the template tells (None: the template decides)."""
+        self._thinking_mode = mode
+
+    def template_capabilities(self, api: str) -> dict[str, bool]:
+        """The chat template's capabilities (llama.cpp's analysis: supports_tools, ...)."""
+        with api_errors(api), self._template_lock:
+            return dict(self._chat_template(api.rsplit(".", 1)[-1]).capabilities)
 
     def piece_texts(self, result: _core.GenerationResult) -> dict[int, str]:
         """Text of every token that appears in a result's tokens or top alternatives."""

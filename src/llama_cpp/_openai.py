@@ -10,6 +10,7 @@ from typing import Any
 
 from . import _core
 from ._streaming import GenerationStream
+from ._replies import ReplyParser
 from .errors import ValidationError
 from .grammar import LlamaGrammar
 
@@ -100,7 +101,18 @@ def _chat_logprobs(result: _core.GenerationResult, pieces: dict[int, str]) -> di
     return {"content": content}
 
 
-def chat_completion(result: _core.GenerationResult, model: str, pieces: dict[int, str] | None) -> dict[str, Any]:
+def _chat_finish_reason(result: _core.GenerationResult, message: dict[str, Any]) -> str:
+    if message.get("tool_calls") and result.finish_reason != "length":
+        return "tool_calls"
+    return _finish_reason(result)
+
+
+def chat_completion(
+    result: _core.GenerationResult, model: str, pieces: dict[int, str] | None, replies: ReplyParser
+) -> dict[str, Any]:
+    """The reply parsed by its chat format: ``message.content``, ``message.reasoning_content``
+    (when the model reasoned) and ``message.tool_calls`` (``finish_reason="tool_calls"``)."""
+    message = replies.parse(str(result.text))
     return {
         "id": f"chatcmpl-{uuid.uuid4()}",
         "object": "chat.completion",
@@ -109,23 +121,39 @@ def chat_completion(result: _core.GenerationResult, model: str, pieces: dict[int
         "choices": [
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": str(result.text)},
+                "message": message,
                 "logprobs": None if pieces is None else _chat_logprobs(result, pieces),
-                "finish_reason": _finish_reason(result),
+                "finish_reason": _chat_finish_reason(result, message),
             }
         ],
         "usage": _usage(result),
     }
 
 
+def _delta(item: dict[str, Any]) -> dict[str, Any]:
+    """A ChatStreamParser delta as an OpenAI ``delta``."""
+    call = item.get("tool_call")
+    if call is None:
+        return item
+    entry: dict[str, Any] = {"index": call["index"], "function": {"arguments": call["arguments"]}}
+    if "id" in call:
+        entry["id"] = call["id"]
+        entry["type"] = "function"
+    if "name" in call:
+        entry["function"]["name"] = call["name"]
+    return {"tool_calls": [entry]}
+
+
 class ChatChunks:
-    """Makes the ``chat.completion.chunk`` dicts of one streamed reply: the role first, one
-    chunk per text piece, then an empty delta with the finish reason."""
+    """Makes the ``chat.completion.chunk`` dicts of one streamed reply: the role first, then
+    the deltas the reply's parser finds in each piece (``content``, ``reasoning_content`` or
+    ``tool_calls`` as OpenAI streams them), then an empty delta with the finish reason."""
 
-    def __init__(self, model: str) -> None:
+    def __init__(self, model: str, replies: ReplyParser) -> None:
         self.id, self.created, self.model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model
+        self._deltas = replies.stream()
 
-    def _chunk(self, delta: dict[str, str], finish_reason: str | None) -> dict[str, Any]:
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
@@ -137,20 +165,23 @@ class ChatChunks:
     def start(self) -> dict[str, Any]:
         return self._chunk({"role": "assistant"}, None)
 
-    def piece(self, text: str) -> dict[str, Any]:
-        return self._chunk({"content": text}, None)
+    def piece(self, text: str) -> list[dict[str, Any]]:
+        return [self._chunk(_delta(d), None) for d in self._deltas.feed(text)]
 
-    def end(self, result: _core.GenerationResult) -> dict[str, Any]:
-        return self._chunk({}, _finish_reason(result))
+    def end(self, result: _core.GenerationResult) -> list[dict[str, Any]]:
+        deltas, message = self._deltas.finish()
+        chunks = [self._chunk(_delta(d), None) for d in deltas]
+        chunks.append(self._chunk({}, _chat_finish_reason(result, message)))
+        return chunks
 
 
-def chat_chunks(stream: GenerationStream, model: str) -> Iterator[dict[str, Any]]:
-    chunks = ChatChunks(model)
+def chat_chunks(stream: GenerationStream, model: str, replies: ReplyParser) -> Iterator[dict[str, Any]]:
+    chunks = ChatChunks(model, replies)
     with stream:
         yield chunks.start()
         for piece in stream:
-            yield chunks.piece(piece)
-        yield chunks.end(_ended(stream))
+            yield from chunks.piece(piece)
+        yield from chunks.end(_ended(stream))
 
 
 def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str, Any]:
@@ -165,38 +196,6 @@ def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str
 def token_limit(max_tokens: int | None) -> int | None:
     """llama-cpp-python's convention: ``max_tokens`` None or <= 0 means no limit."""
     return None if max_tokens is None or max_tokens <= 0 else max_tokens
-
-
-def chat_messages(api: str, messages: Sequence[dict[str, Any]]) -> list[tuple[str, str]]:
-    """(role, content) pairs from OpenAI-style messages; content may be a string, None,
-    or a list of ``{"type": "text", "text": ...}`` parts."""
-    if isinstance(messages, (str, bytes, dict)) or not isinstance(messages, Sequence):
-        raise ValidationError(f"[{api}] messages must be a list of dicts")
-    if not messages:
-        raise ValidationError(f"[{api}] messages is empty")
-    pairs = []
-    for i, message in enumerate(messages):
-        if not isinstance(message, dict):
-            raise ValidationError(f"[{api}] messages[{i}] must be a dict, got {type(message).__name__}")
-        role = message.get("role")
-        if not isinstance(role, str) or not role:
-            raise ValidationError(f"[{api}] messages[{i}] needs a 'role' string")
-        content = message.get("content")
-        if content is None:
-            text = ""
-        elif isinstance(content, str):
-            text = content
-        elif isinstance(content, list):
-            parts = []
-            for part in content:
-                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(part.get("text"), str):
-                    raise ValidationError(f"[{api}] messages[{i}].content parts must be {{'type': 'text', 'text': str}}")
-                parts.append(part["text"])
-            text = "".join(parts)
-        else:
-            raise ValidationError(f"[{api}] messages[{i}].content must be a str, a list of text parts, or None")
-        pairs.append((role, text))
-    return pairs
 
 
 def grammar_for(api: str, response_format: dict[str, Any] | None, grammar: LlamaGrammar | None) -> LlamaGrammar | None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import _core
 from ._errors import api_errors
+from ._replies import RenderedChat
 from ._validate import require_int, stop_list, token_list
 from .config import POOLING_TYPES, LlamaConfig
 from .errors import ValidationError
@@ -71,9 +72,11 @@ def build(
     grammar: LlamaGrammar | None,
     *,
     logprobs: int = -1,
+    chat: RenderedChat | None = None,
 ) -> _core.GenerationRequest:
     """Validates a generation request and turns it into what C++ takes; errors name ``api``
-    (``Llama.generate``). ``n_ctx_seq`` is the context of one sequence."""
+    (``Llama.generate``). ``n_ctx_seq`` is the context of one sequence. ``chat``: the rendered
+    chat request, whose tool-call grammar and marker tokens the generation uses."""
     if max_tokens is not None:
         require_int(api, "max_tokens", max_tokens, minimum=1)
     if sampling is None:
@@ -99,7 +102,15 @@ def build(
     if grammar is not None:
         native.grammar = grammar.gbnf
         native.grammar_root = grammar.root
+    elif chat is not None and chat.grammar:
+        native.grammar = chat.grammar
+        native.grammar_lazy = chat.grammar_lazy
+        native.grammar_trigger_patterns = list(chat.grammar_trigger_patterns)
+        native.grammar_trigger_tokens = list(chat.grammar_trigger_tokens)
+        native.grammar_prefill = list(chat.grammar_prefill)
     request = _core.GenerationRequest()
+    if chat is not None:
+        request.text_tokens = list(chat.text_tokens)
     request.prompt = tokens
     request.max_tokens = max_tokens or 0
     request.sampling = native

@@ -14,6 +14,7 @@ from ._async import AsyncTwins, Job, complete
 from ._arguments import ChatArgs, ChatOptions, CompletionArgs, CompletionOptions
 from ._errors import api_errors
 from ._model import ModelView
+from ._replies import RenderedChat
 from ._registry import shutdown
 from ._streaming import GenerationStream
 from ._validate import require_bool, require_float, require_int
@@ -32,7 +33,7 @@ __all__ = ["Llama", "LoraAdapter", "shutdown"]
 _EMBEDDING_SEQUENCES = 16
 
 
-class Llama(AsyncTwins):
+class Llama(AsyncTwins, _chat.ChatTemplateMethods):
     """A loaded GGUF model with its context.
 
     ``Llama(model_path, config=LlamaConfig(...))``; any ``LlamaConfig`` field may also be
@@ -55,13 +56,19 @@ class Llama(AsyncTwins):
         self._lock = threading.RLock()
         self._last_stream: _core.Stream | None = None  # the latest stream, cancelled by close()
         self._model = _model.load(config)
-        self._view = ModelView("Llama", self._require_model, str(config.model_path), config.chat_format)
+        self._view = ModelView(type(self).__name__, self._require_model, str(config.model_path), config.chat_format)
+        config = self.config = self._context_config(config)
         if not config.vocab_only:
             params = _request.context_params(config)
             if config.embeddings and config.n_seq_max == 1:
                 params.n_seq_max = _EMBEDDING_SEQUENCES
             self._context = _core.Context(self._model, params)
         _registry.register(self)
+
+    def _context_config(self, config: LlamaConfig) -> LlamaConfig:
+        """The configuration the context is made with, once the model is loaded (a subclass
+        may read the model first: ``UnifiedLLM`` takes the context length from it)."""
+        return config
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -279,13 +286,14 @@ class Llama(AsyncTwins):
         grammar: LlamaGrammar | None,
         *,
         logprobs: int = -1,
+        chat: RenderedChat | None = None,
     ) -> Job:
         """Validates a generation request; the returned object runs or streams it."""
         full_api = f"Llama.{api}"
         require_bool(full_api, "reset_kv_cache", reset_kv_cache)
         context = self._require_context(api)
         req = _request.build(full_api, self._require_model(api), context.n_ctx_seq, self.config.seed, prompt,
-                             max_tokens, sampling, stop, grammar, logprobs=logprobs)
+                             max_tokens, sampling, stop, grammar, logprobs=logprobs, chat=chat)
         req.reuse_prefix = not reset_kv_cache
         return Job(full_api, functools.partial(self._run, api, req), functools.partial(self._start, api, req))
 
@@ -366,12 +374,12 @@ class Llama(AsyncTwins):
         options = ChatOptions.parse(api, kwargs)
         chat = _chat.prepare(api, self._view, messages, options)
         job = self._prepare("create_chat_completion", chat.prompt, chat.max_tokens, chat.sampling, chat.stops,
-                            True, chat.grammar, logprobs=chat.logprobs)
-        name = options.model or self.model_path
+                            True, chat.grammar, logprobs=chat.logprobs, chat=chat.rendered)
+        name, replies = options.model or self.model_path, chat.rendered.replies
         if options.stream:
-            return _openai.chat_chunks(job.stream(), name)
+            return _openai.chat_chunks(job.stream(), name, replies)
         return complete(job, lambda result: _openai.chat_completion(  # type: ignore[no-any-return]
-            result, name, self._view.piece_texts(result) if options.logprobs else None))
+            result, name, self._view.piece_texts(result) if options.logprobs else None, replies))
 
     # ---- embeddings ----------------------------------------------------------------------------
 

@@ -16,6 +16,7 @@ from . import _chat, _core, _model, _openai, _registry, _request
 from ._arguments import ChatArgs, ChatOptions
 from ._errors import with_api
 from ._model import ModelView
+from ._replies import RenderedChat, ReplyParser
 from ._validate import require_int
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
@@ -67,7 +68,7 @@ class _Job:
         self._deliver(error)
 
 
-class LlamaPool:
+class LlamaPool(_chat.ChatTemplateMethods):
     """Serves many requests at once from one model and one context.
 
     ``pool_size`` is how many requests decode together: each active request is a sequence
@@ -315,13 +316,14 @@ class LlamaPool:
         stop: str | Sequence[str] | None,
         grammar: LlamaGrammar | None,
         logprobs: int = -1,
+        chat: RenderedChat | None = None,
     ) -> _core.GenerationRequest:
         """Validates a request now, in the caller's frame (a bad argument raises here)."""
         model = self._model
         if self._closed or model is None:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
         return _request.build(f"LlamaPool.{api}", model, self._n_ctx_seq, self.config.seed, prompt,
-                              max_tokens, sampling, stop, grammar, logprobs=logprobs)
+                              max_tokens, sampling, stop, grammar, logprobs=logprobs, chat=chat)
 
     def submit(
         self,
@@ -415,13 +417,14 @@ class LlamaPool:
         options = ChatOptions.parse(api, kwargs)
         chat = _chat.prepare(api, self._view, messages, options)
         request = self._request("create_chat_completion", chat.prompt, chat.max_tokens, chat.sampling, chat.stops,
-                                chat.grammar, chat.logprobs)
-        name = options.model or self._view.model_path
+                                chat.grammar, chat.logprobs, chat.rendered)
+        name, replies = options.model or self._view.model_path, chat.rendered.replies
         if options.stream:
-            return _chat_stream(_Stream(self._enqueue, self._cancel, "create_chat_completion", request), name)
+            return _chat_stream(_Stream(self._enqueue, self._cancel, "create_chat_completion", request), name, replies)
         job = self._enqueue(_Job("create_chat_completion", request))
         result = await self._await(job)
-        return _openai.chat_completion(result, name, self._view.piece_texts(result) if options.logprobs else None)
+        pieces = self._view.piece_texts(result) if options.logprobs else None
+        return _openai.chat_completion(result, name, pieces, replies)
 
     async def create_chat_completion_batch(
         self, conversations: Sequence[Sequence[dict[str, Any]]], **kwargs: Unpack[ChatArgs]
@@ -484,9 +487,11 @@ class _Stream:
                 self._cancel(job)
 
 
-async def _chat_stream(pieces: _Stream, model: str) -> AsyncIterator[dict[str, Any]]:
-    chunks = _openai.ChatChunks(model)
+async def _chat_stream(pieces: _Stream, model: str, replies: ReplyParser) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.ChatChunks(model, replies)
     yield chunks.start()
     async for piece in pieces:
-        yield chunks.piece(piece)
-    yield chunks.end(pieces.result)
+        for chunk in chunks.piece(piece):
+            yield chunk
+    for chunk in chunks.end(pieces.result):
+        yield chunk
