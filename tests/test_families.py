@@ -8,8 +8,12 @@ neither, malformed) by llama.cpp's own parsers."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
+import os
+import shutil
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from conftest import LLAMA_CPP_SOURCE, real_weights
@@ -100,26 +104,60 @@ WEATHER = [{"type": "function", "function": {
     "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
 
 
+_VOCAB_FIELDS: dict[str, tuple[str, list]] = {}
+
+
+def _vocab_fields(gguf, vocab: str) -> tuple[str, list]:
+    """(architecture, [(key, value, type, sub_type)]) of a vocab file, read once per session
+    (gguf-py reads a 100k-token vocabulary slowly)."""
+    if vocab not in _VOCAB_FIELDS:
+        reader = gguf.GGUFReader(VOCABS / f"ggml-vocab-{vocab}.gguf")
+        fields = []
+        for key, field in reader.fields.items():
+            if key.startswith("GGUF."):
+                continue
+            fields.append((key, field.contents(), field.types[0], field.types[-1]))
+        _VOCAB_FIELDS[vocab] = (reader.fields["general.architecture"].contents(), fields)
+    return _VOCAB_FIELDS[vocab]
+
+
+# Written files are kept between runs (gguf-py needs seconds per vocabulary): keyed by what
+# goes into them, so a changed template or name writes a new file.
+GGUF_CACHE = Path(os.environ.get("LLAMA_NB_CACHE", Path.home() / ".cache" / "llama-cpp-nanobind")) / "family-ggufs"
+
+
 def write_gguf(gguf, path, case: Case, *, name: str | None = None, template: str | None = None) -> None:
-    """A vocab-only GGUF: the vocab file's tokenizer, the case's template, architecture and name."""
-    reader = gguf.GGUFReader(VOCABS / f"ggml-vocab-{case.vocab}.gguf")
-    old_arch = reader.fields["general.architecture"].contents()
+    """A vocab-only GGUF at ``path``: the vocab file's tokenizer, the case's template,
+    architecture and name."""
+    source = template if template is not None else case.template
+    text = source if "{%" in source else (TEMPLATES / source).read_text()
+    name = name if name is not None else case.name
+    key = hashlib.sha256(repr((case.vocab, case.architecture, name, text, gguf.__file__)).encode()).hexdigest()[:24]
+    cached = GGUF_CACHE / f"{key}.gguf"
+    if not cached.exists():
+        GGUF_CACHE.mkdir(parents=True, exist_ok=True)
+        partial = cached.with_suffix(f".{os.getpid()}.tmp")
+        _write_gguf(gguf, partial, case, name, text)
+        partial.replace(cached)
+    shutil.copyfile(cached, path)
+
+
+def _write_gguf(gguf, path, case: Case, name: str, template: str) -> None:
+    old_arch, fields = _vocab_fields(gguf, case.vocab)
     arch = case.architecture or old_arch
     writer = gguf.GGUFWriter(str(path), arch)
     skip = ("general.architecture", "general.name", "general.basename", "tokenizer.chat_template")
-    for key, field in reader.fields.items():
-        if key.startswith("GGUF.") or key in skip:
+    for key, value, kind, sub_type in fields:
+        if key in skip:
             continue
         new_key = arch + key[len(old_arch):] if key.startswith(old_arch + ".") else key
-        kind = field.types[0]
         if kind == gguf.GGUFValueType.ARRAY:
-            writer.add_key_value(new_key, field.contents(), kind, sub_type=field.types[-1])
+            writer.add_key_value(new_key, value, kind, sub_type=sub_type)
         else:
-            writer.add_key_value(new_key, field.contents(), kind)
-    if name if name is not None else case.name:
-        writer.add_name(name if name is not None else case.name)
-    source = template if template is not None else case.template
-    writer.add_chat_template(source if "{%" in source else (TEMPLATES / source).read_text())
+            writer.add_key_value(new_key, value, kind)
+    if name:
+        writer.add_name(name)
+    writer.add_chat_template(template)
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()

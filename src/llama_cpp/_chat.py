@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from . import _core
@@ -82,6 +82,16 @@ def render(
                                parallel_tool_calls=parallel_tool_calls, thinking=thinking,
                                add_generation_prompt=add_generation_prompt, template_kwargs=kwargs)
 
+    rendered = _render(api, view, conversation, tool_list, choice, parallel_tool_calls, apply)
+    turn_end = view.turn_end(api) if add_generation_prompt else None
+    if turn_end and turn_end not in rendered.stops:
+        rendered.stops.append(turn_end)  # the model's vocabulary does not end the turn there itself
+    return rendered
+
+
+def _render(api: str, view: ModelView, conversation: list[dict[str, Any]], tool_list: list[dict[str, Any]],
+            choice: str, parallel_tool_calls: bool,
+            apply: Callable[[list[dict[str, Any]], list[dict[str, Any]], str], _core.ChatPrompt]) -> RenderedChat:
     calls_wanted = bool(tool_list) and choice != "none"
     if not tool_list or view.template_capabilities(api).get("supports_tools", False):
         native = apply(conversation, tool_list, choice)

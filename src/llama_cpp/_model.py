@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import warnings
@@ -78,6 +79,7 @@ class ModelView:
         self._template: _core.ChatTemplate | None = None
         self._template_lock = threading.Lock()  # one render at a time (common's templates are not shared)
         self._thinking_mode: str | None = None
+        self._turn_end: tuple[str, str | None] | None = None
 
     def handle(self, api: str) -> _core.Model:
         """The ``_core.Model``; a closed owner raises ``LlamaError`` naming ``api``."""
@@ -183,6 +185,32 @@ class ModelView:
             return self._thinking_mode
         with api_errors(api), self._template_lock:
             return str(self._chat_template(api.rsplit(".", 1)[-1]).thinking_mode)
+
+    def turn_end(self, api: str) -> str | None:
+        """The text the template closes an assistant turn with, when the model's vocabulary does
+        not end generation there by itself (a marker that is not an end-of-generation token:
+        e.g. a ChatML template on a model whose ``<|im_end|>`` is plain text). Found once, by
+        rendering a short conversation; None when the model stops there on its own."""
+        if self._turn_end is None:
+            self._turn_end = ("", self._find_turn_end(api))
+        return self._turn_end[1]
+
+    def _find_turn_end(self, api: str) -> str | None:
+        marker = "Zq7Xw"
+        probe = json.dumps([{"role": "user", "content": "Hi"}, {"role": "assistant", "content": marker}])
+        try:
+            text = str(self.apply_chat(api, probe, add_generation_prompt=False).prompt)
+        except LlamaError:
+            return None
+        at = text.rfind(marker)
+        tail = text[at + len(marker):].strip().split("\n", 1)[0].strip() if at >= 0 else ""
+        if not tail:
+            return None
+        model = self._model(api)
+        tokens = list(model.tokenize(tail, False, True))
+        if len(tokens) == 1 and model.is_eog(tokens[0]):
+            return None
+        return tail
 
     def set_thinking_mode(self, mode: str | None) -> None:
         """Overrides what the template tells (None: the template decides)."""
