@@ -361,6 +361,13 @@ REPLIES = [
     ("gemma2", None, True, 'Let me check.<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}'
      "</tool_call>", "Let me check.", None, [CALL]),
     ("smollm3", None, False, "<think>\nEasy.\n</think>\nParis.", "Paris.", "Easy.", []),
+    # Parallel calls, where the format has them.
+    ("qwen3", False, True, '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>\n'
+     '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Rome"}}\n</tool_call>', None, None,
+     [CALL, {"name": "get_weather", "arguments": {"city": "Rome"}}]),
+    ("phi4", None, True, '<tool_call>{"name": "get_weather", "arguments": {"city": "Paris"}}</tool_call>\n'
+     '<tool_call>{"name": "get_weather", "arguments": {"city": "Rome"}}</tool_call>', None, None,
+     [CALL, {"name": "get_weather", "arguments": {"city": "Rome"}}]),
     # Malformed: nothing the model wrote is lost.
     ("qwen3", False, True, "<tool_call>\nnot json\n</tool_call>", "<tool_call>\nnot json\n</tool_call>", None, []),
     ("phi4", None, True, "<tool_call>{oops}</tool_call>", "<tool_call>{oops}</tool_call>", None, []),
@@ -464,3 +471,12 @@ def test_bad_tools_and_choices_are_validation_errors(family_models):
         llm.format_chat(user, tool_choice="required")
     with pytest.raises(ValidationError, match=r"messages\[1\].tool_calls"):
         llm.format_chat(user + [{"role": "assistant", "tool_calls": "x"}])
+
+
+def test_parsers_write_nothing_to_stderr_by_default(family_models, capfd):
+    """llama.cpp's common library logs through its own logger; it follows set_log_level
+    (errors only by default), so a reply that does not parse prints no warning."""
+    llm = family_models("mistral-nemo")
+    capfd.readouterr()
+    assert llm.parse_response("[TOOL_CALLS]not a call", tools=WEATHER)["content"] == "[TOOL_CALLS]not a call"
+    assert capfd.readouterr().err == ""

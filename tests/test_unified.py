@@ -269,3 +269,16 @@ def test_reasoning_is_separated_whole_and_streamed(thinking_smollm2):
     plain = LlamaGrammar.from_string('root ::= "Paris."')
     out = llm.create_chat_completion(ask, grammar=plain, max_tokens=8, temperature=0, thinking=False)
     assert out["choices"][0]["message"] == {"role": "assistant", "content": "Paris."}
+
+
+@real_weights
+def test_parallel_tool_calls_each_match_the_schema(unified):
+    out = unified.create_chat_completion([{"role": "user", "content": "Weather in Paris and in Rome?"}],
+                                         tools=[WEATHER], tool_choice="required", parallel_tool_calls=True,
+                                         max_tokens=8 * CALL_TOKENS, temperature=0)  # at most 8 calls
+    assert out["choices"][0]["finish_reason"] == "tool_calls"
+    calls = out["choices"][0]["message"]["tool_calls"]
+    assert 1 <= len(calls) <= 8 and len({c["id"] for c in calls}) == len(calls)
+    for call in calls:
+        assert call["function"]["name"] == "get_weather"
+        jsonschema.validate(json.loads(call["function"]["arguments"]), WEATHER["function"]["parameters"])

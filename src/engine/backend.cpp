@@ -1,5 +1,7 @@
 #include "backend.h"
 
+#include "log.h"  // llama.cpp common
+
 #include <ggml-backend.h>
 #include <llama.h>
 
@@ -45,12 +47,20 @@ void log_sink(ggml_log_level level, const char* text, void* /*user_data*/) {
     }
 }
 
+// llama.cpp's common library (chat templates and parsers) logs through its own logger, not
+// llama_log_set: its threshold follows ours (0 debug .. 3 errors only; above: silent).
+void set_common_log_level(int level) {
+    static constexpr int thresholds[] = {LOG_LEVEL_DEBUG, LOG_LEVEL_INFO, LOG_LEVEL_WARN, LOG_LEVEL_ERROR};
+    common_log_set_verbosity_thold(level >= 0 && level <= 3 ? thresholds[level] : -1);
+}
+
 }  // namespace
 
 void ensure_backend() {
     std::lock_guard<std::mutex> lock(backend_mutex);
     if (backend_ready) return;
     llama_log_set(log_sink, nullptr);
+    set_common_log_level(min_level.load(std::memory_order_relaxed));
     llama_backend_init();
     backend_ready = true;
 }
@@ -66,6 +76,7 @@ void set_log_level(int level) {
     // Installing the sink here too means logging is ours even before the first load.
     llama_log_set(log_sink, nullptr);
     min_level.store(level, std::memory_order_relaxed);
+    set_common_log_level(level);
 }
 
 int log_level() { return min_level.load(std::memory_order_relaxed); }

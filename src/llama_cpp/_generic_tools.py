@@ -20,6 +20,7 @@ from . import _core
 from ._replies import DeltaStream, finish_message
 
 OPEN, CLOSE = "<tool_call>", "</tool_call>"
+MAX_PARALLEL = 8  # calls in one reply with parallel_tool_calls
 _CALL = re.compile(r"<tool_call>\s*(.*?)\s*(?:</tool_call>|\Z)", re.DOTALL)
 
 
@@ -94,7 +95,8 @@ def grammar(tools: list[dict[str, Any]], parallel: bool) -> str:
     body = _core.json_schema_to_gbnf(json.dumps(schema))
     body = re.sub(r"^root\s*::=", "tool-call-json ::=", body, flags=re.MULTILINE)
     call = f'"{OPEN}" tool-call-json "{CLOSE}"'
-    root = f"root ::= {call} (\"\\n\" {call})*" if parallel else f"root ::= {call}"
+    # Parallel: at most MAX_PARALLEL calls, so a small model that keeps calling still ends.
+    root = f"root ::= {call} (\"\\n\" {call}){{0,{MAX_PARALLEL - 1}}}" if parallel else f"root ::= {call}"
     return root + "\n" + body
 
 
