@@ -79,7 +79,8 @@ class ModelView:
         self._template: _core.ChatTemplate | None = None
         self._template_lock = threading.Lock()  # one render at a time (common's templates are not shared)
         self._thinking_mode: str | None = None
-        self._turn_end: tuple[str, str | None] | None = None
+        self._turn_end: str | None = None
+        self._turn_end_found = False
 
     def handle(self, api: str) -> _core.Model:
         """The ``_core.Model``; a closed owner raises ``LlamaError`` naming ``api``."""
@@ -191,9 +192,10 @@ class ModelView:
         not end generation there by itself (a marker that is not an end-of-generation token:
         e.g. a ChatML template on a model whose ``<|im_end|>`` is plain text). Found once, by
         rendering a short conversation; None when the model stops there on its own."""
-        if self._turn_end is None:
-            self._turn_end = ("", self._find_turn_end(api))
-        return self._turn_end[1]
+        if not self._turn_end_found:
+            self._turn_end = self._find_turn_end(api)
+            self._turn_end_found = True
+        return self._turn_end
 
     def _find_turn_end(self, api: str) -> str | None:
         marker = "Zq7Xw"

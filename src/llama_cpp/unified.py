@@ -129,7 +129,7 @@ class UnifiedLLM(Llama):
         its turn or the context is full. ``sampling=None``: the family's recommendation."""
         job, rendered = self._chat_job("generate", prompt, thinking, max_tokens, sampling, stop, grammar)
         result = job.run(None)
-        return str(rendered.replies.parse(str(result.text)).get("content") or "")
+        return _answer(rendered, result)
 
     def generate_stream(  # type: ignore[override]
         self,
@@ -164,7 +164,7 @@ class UnifiedLLM(Llama):
             return AsyncStream(lambda: pieces)
         job, rendered = self._chat_job("generate_async", prompt, thinking, max_tokens, sampling, stop, grammar)
         result = await run_cancellable(job.run)
-        return str(rendered.replies.parse(str(result.text)).get("content") or "")
+        return _answer(rendered, result)
 
     def create_chat_completion(
         self, messages: Sequence[dict[str, Any]], **kwargs: Unpack[ChatArgs]
@@ -180,6 +180,11 @@ class UnifiedLLM(Llama):
 
     def __repr__(self) -> str:
         return f"UnifiedLLM({self.model_path!r}, family={self._family.name})"
+
+
+def _answer(rendered: RenderedChat, result: _core.GenerationResult) -> str:
+    """The answer of a finished reply (its reasoning and tool calls left out)."""
+    return str(rendered.replies.parse(str(result.text)).get("content") or "")
 
 
 def _answer_pieces(stream: Any, replies: ReplyParser) -> Iterator[str]:
