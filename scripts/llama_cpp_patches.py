@@ -8,6 +8,7 @@ benchmarks still compare like with like. docs/NOTES.md says why each exists.
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 # (file in the tree, text that must occur once, its replacement)
@@ -41,14 +42,412 @@ PATCHES: list[tuple[str, str, str]] = [
     return (const void *) (uintptr_t) key;
 }""",
     ),
+    # common_chat_templates_init rethrows a template's parse error with `throw e;`, which
+    # slices it to std::exception: the caller saw the text "std::exception" instead of the
+    # parser's message with its line and column.
+    (
+        "common/chat.cpp",
+        """        LOG_ERR("%s: please consider disabling jinja via --no-jinja, or using another chat template\\n", __func__);
+        throw e;""",
+        """        LOG_ERR("%s: please consider disabling jinja via --no-jinja, or using another chat template\\n", __func__);
+        throw;""",
+    ),
+    # Jinja render limits. A chat template comes from a stranger's GGUF: without bounds, deep
+    # nesting overflows the stack (SIGSEGV), and range(10**9), string repetition or a value
+    # doubled in a loop run for minutes while memory grows without end. The parser bounds its
+    # nesting; each render bounds the nesting of what it executes, the number of statements
+    # and expressions it executes, its wall time, and the size of every string and array.
+    (
+        "common/jinja/value.h",
+        """namespace jinja {
+""",
+        """namespace jinja {
+
+// llama-cpp-nanobind (scripts/llama_cpp_patches.py): bounds on parsing and rendering.
+struct render_limits {
+    size_t max_depth = 512;          // nesting of the template's blocks and expressions, and of execution
+    uint64_t max_steps = 2000000;    // statements and expressions executed by one render
+    size_t max_bytes = 16u << 20;    // characters in one string
+    size_t max_items = 100000;       // items in one array, pieces in one string
+    double max_seconds = 0.5;        // wall time of one render (or of one render_scope)
+};
+render_limits get_render_limits();
+void set_render_limits(const render_limits & limits);
+void check_string_size(uint64_t n_bytes, uint64_t n_parts = 0);  // throws past max_bytes (parts: max_items)
+void check_array_size(uint64_t n_items);                         // throws past max_items
+void count_step();                                               // one more step of work (steps, time)
+
+// One budget of steps and time on this thread while it lives. Every render opens one; a
+// scope opened around several renders (all of a template's analysis, say) makes them share
+// the outer budget.
+struct render_scope {
+    render_scope();
+    ~render_scope();
+    render_scope(const render_scope &) = delete;
+    render_scope & operator=(const render_scope &) = delete;
+private:
+    bool outer;
+};
+""",
+    ),
+    (
+        "common/jinja/value.h",
+        """    void push_back(const value & val) {
+        if (is_immutable()) {
+            throw std::runtime_error("Attempting to modify immutable type");
+        }
+        val_arr.push_back(val);
+    }
+    void push_back(value && val) {
+        if (is_immutable()) {
+            throw std::runtime_error("Attempting to modify immutable type");
+        }
+        val_arr.push_back(std::move(val));""",
+        """    void push_back(const value & val) {
+        if (is_immutable()) {
+            throw std::runtime_error("Attempting to modify immutable type");
+        }
+        check_array_size(val_arr.size() + 1);
+        val_arr.push_back(val);
+    }
+    void push_back(value && val) {
+        if (is_immutable()) {
+            throw std::runtime_error("Attempting to modify immutable type");
+        }
+        check_array_size(val_arr.size() + 1);
+        val_arr.push_back(std::move(val));""",
+    ),
+    (
+        "common/jinja/runtime.h",
+        """struct runtime {
+    context & ctx;
+    explicit runtime(context & ctx) : ctx(ctx) {}
+
+    value_array execute(const program & prog) {
+""",
+        """struct runtime {
+    context & ctx;
+    explicit runtime(context & ctx) : ctx(ctx) {}
+
+    value_array execute(const program & prog) {
+        render_scope scope;
+""",
+    ),
+    (
+        "common/jinja/runtime.cpp",
+        """void enable_debug(bool enable) {
+    g_jinja_debug = enable;
+}
+""",
+        """void enable_debug(bool enable) {
+    g_jinja_debug = enable;
+}
+
+// llama-cpp-nanobind: render limits (scripts/llama_cpp_patches.py).
+namespace {
+std::mutex g_limits_mutex;
+render_limits g_limits;
+struct render_state {
+    bool active = false;
+    size_t depth = 0;
+    uint64_t steps = 0;
+    double deadline = 0;
+    render_limits limits;
+};
+thread_local render_state t_render;
+double seconds_now() {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+struct step_guard {
+    step_guard() {
+        render_state & s = t_render;
+        if (!s.active) {
+            s.limits = get_render_limits();
+        }
+        if (s.depth + 1 > s.limits.max_depth) {
+            throw std::runtime_error("template limit: execution nests deeper than " +
+                                     std::to_string(s.limits.max_depth) + " levels (recursion?)");
+        }
+        ++s.depth;
+        if (s.active) {
+            ++s.steps;
+            if (s.steps > s.limits.max_steps) {
+                --s.depth;
+                throw std::runtime_error("template limit: more than " + std::to_string(s.limits.max_steps) +
+                                         " statements and expressions executed in one render");
+            }
+            if ((s.steps & 15) == 0 && seconds_now() > s.deadline) {
+                --s.depth;
+                throw std::runtime_error("template limit: rendering took longer than " +
+                                         std::to_string(s.limits.max_seconds) + " s");
+            }
+        }
+    }
+    ~step_guard() { --t_render.depth; }
+};
+} // namespace
+
+void count_step() {
+    render_state & s = t_render;
+    if (!s.active) {
+        return;
+    }
+    ++s.steps;
+    if (s.steps > s.limits.max_steps) {
+        throw std::runtime_error("template limit: more than " + std::to_string(s.limits.max_steps) +
+                                 " statements and expressions executed in one render");
+    }
+    if ((s.steps & 15) == 0 && seconds_now() > s.deadline) {
+        throw std::runtime_error("template limit: rendering took longer than " +
+                                 std::to_string(s.limits.max_seconds) + " s");
+    }
+}
+
+render_limits get_render_limits() {
+    std::lock_guard<std::mutex> lock(g_limits_mutex);
+    return g_limits;
+}
+
+void set_render_limits(const render_limits & limits) {
+    std::lock_guard<std::mutex> lock(g_limits_mutex);
+    g_limits = limits;
+}
+
+void check_string_size(uint64_t n_bytes, uint64_t n_parts) {
+    const render_limits limits = t_render.active ? t_render.limits : get_render_limits();
+    if (n_bytes > limits.max_bytes) {
+        throw std::runtime_error("template limit: a string of " + std::to_string(n_bytes) +
+                                 " characters is longer than " + std::to_string(limits.max_bytes));
+    }
+    if (n_parts > limits.max_items) {
+        throw std::runtime_error("template limit: a string built from more than " +
+                                 std::to_string(limits.max_items) + " pieces");
+    }
+}
+
+void check_array_size(uint64_t n_items) {
+    const size_t max = t_render.active ? t_render.limits.max_items : get_render_limits().max_items;
+    if (n_items > max) {
+        throw std::runtime_error("template limit: an array of more than " + std::to_string(max) + " items");
+    }
+}
+
+render_scope::render_scope() : outer(!t_render.active) {
+    if (outer) {
+        render_state & s = t_render;
+        s.limits = get_render_limits();
+        s.active = true;
+        s.steps = 0;
+        s.deadline = seconds_now() + s.limits.max_seconds;
+    }
+}
+
+render_scope::~render_scope() {
+    if (outer) {
+        t_render.active = false;
+    }
+}
+""",
+    ),
+    (
+        "common/jinja/runtime.cpp",
+        """#include <string>
+#include <vector>
+#include <memory>
+#include <cmath>
+""",
+        """#include <string>
+#include <vector>
+#include <memory>
+#include <cmath>
+#include <chrono>
+#include <mutex>
+""",
+    ),
+    (
+        "common/jinja/runtime.cpp",
+        """value statement::execute(context & ctx) const {
+    try {
+        return execute_impl(ctx);""",
+        """value statement::execute(context & ctx) const {
+    try {
+        step_guard guard;  // llama-cpp-nanobind: depth, steps and time within the render's limits
+        return execute_impl(ctx);""",
+    ),
+    (
+        "common/jinja/runtime.cpp",
+        """        auto output = left_val->as_string().append(right_val->as_string());""",
+        """        auto output = left_val->as_string().append(right_val->as_string());
+        check_string_size(output.length(), output.parts.size());""",
+    ),
+    (
+        "common/jinja/runtime.cpp",
+        """        if (repeat <= 0) {
+            return res;
+        }
+        for (int64_t i = 0; i < repeat; ++i) {""",
+        """        if (repeat <= 0) {
+            return res;
+        }
+        if (str.length() > 0) {
+            check_string_size(uint64_t(repeat) > (uint64_t(1) << 40) / str.length() ? (uint64_t(1) << 40)
+                                                                                       : uint64_t(repeat) * str.length());
+        }
+        for (int64_t i = 0; i < repeat; ++i) {""",
+    ),
+    (
+        "common/jinja/runtime.cpp",
+        """    for (size_t i = 0; i < items.size(); ++i) {
+        context loop_scope(scope);""",
+        """    for (size_t i = 0; i < items.size(); ++i) {
+        count_step();  // llama-cpp-nanobind: each item's scope copies every variable
+        context loop_scope(scope);""",
+    ),
+    (
+        "common/jinja/value.cpp",
+        """            auto out = mk_val<value_array>();
+            if (step == 0) {
+                throw raised_exception("range() step argument must not be zero");
+            }""",
+        """            auto out = mk_val<value_array>();
+            if (step == 0) {
+                throw raised_exception("range() step argument must not be zero");
+            }
+            // llama-cpp-nanobind: the length is known before any item is made
+            const double n_range = (static_cast<double>(stop) - static_cast<double>(start)) / static_cast<double>(step);
+            check_array_size(n_range > 0 ? static_cast<uint64_t>(std::min(n_range, 1e18)) : 0);""",
+    ),
+    (
+        "common/jinja/value.cpp",
+        """            if (is_val<value_int>(val_width)) {
+                indent.assign(val_width->as_int(), ' ');""",
+        """            if (is_val<value_int>(val_width)) {
+                check_string_size(val_width->as_int() < 0 ? 0 : uint64_t(val_width->as_int()));
+                indent.assign(val_width->as_int() < 0 ? 0 : size_t(val_width->as_int()), ' ');""",
+    ),
+    (
+        "common/jinja/value.cpp",
+        """    if (is_val<value_int>(val_indent)) {
+        indent = static_cast<int>(val_indent->as_int());
+    }""",
+        """    if (is_val<value_int>(val_indent)) {
+        check_string_size(val_indent->as_int() < 0 ? 0 : uint64_t(val_indent->as_int()) * 64);
+        indent = static_cast<int>(val_indent->as_int());
+    }""",
+    ),
+    # Parse errors name the line and column (the engine printed only a snippet of the source),
+    # and the parser's plain runtime errors ("Unexpected token ...") get the position too.
+    (
+        "common/jinja/utils.h",
+        """    oss << tag << ": " << msg << "\\n";
+    oss << peak_source(source, pos);""",
+        """    size_t line = 1;  // llama-cpp-nanobind: the line and column of the error
+    size_t col = 1;
+    for (size_t i = 0; i < pos && i < source.size(); i++) {
+        if (source[i] == '\\n') {
+            line++;
+            col = 1;
+        } else {
+            col++;
+        }
+    }
+    oss << tag << ": " << msg << " (line " << line << ", column " << col << ")\\n";
+    oss << peak_source(source, pos);""",
+    ),
+    (
+        "common/jinja/parser.cpp",
+        """    program parse() {
+        statements body;
+        while (current < tokens.size()) {
+            body.push_back(parse_any());
+        }
+        return program(std::move(body));
+    }""",
+        """    program parse() {
+        statements body;
+        try {
+            while (current < tokens.size()) {
+                body.push_back(parse_any());
+            }
+        } catch (const parser_exception &) {
+            throw;
+        } catch (const std::exception & e) {  // llama-cpp-nanobind: say where
+            const size_t at = current == 0 ? 0 : (current <= tokens.size() ? current - 1 : tokens.size() - 1);
+            throw parser_exception(std::string("Parser Error: ") + e.what(), source, tokens.empty() ? 0 : tokens[at].pos);
+        }
+        return program(std::move(body));
+    }""",
+    ),
+    (
+        "common/jinja/parser.cpp",
+        """    size_t current = 0;
+""",
+        """    size_t current = 0;
+
+    // llama-cpp-nanobind: the nesting of what is being parsed, bounded (render_limits)
+    // because each level recurses and a template from a stranger can nest without end.
+    size_t depth = 0;
+    size_t max_depth = get_render_limits().max_depth;
+    struct nest {
+        parser & p;
+        size_t saved;
+        explicit nest(parser & owner) : p(owner), saved(owner.depth) { p.deeper(); }
+        ~nest() { p.depth = saved; }
+    };
+    struct keep {
+        parser & p;
+        size_t saved;
+        explicit keep(parser & owner) : p(owner), saved(owner.depth) {}
+        ~keep() { p.depth = saved; }
+    };
+    void deeper() {
+        if (++depth > max_depth) {
+            const size_t at = current < tokens.size() ? current : tokens.size() - 1;
+            throw parser_exception("Parser Error: the template nests deeper than " + std::to_string(max_depth) +
+                                   " levels", source, tokens.empty() ? 0 : tokens[at].pos);
+        }
+    }
+""",
+    ),
 ]
 
+# Regular-expression edits: (file, pattern, replacement, how many matches there must be).
+REGEX_PATCHES: list[tuple[str, str, str, int]] = [
+    # Every recursive step of the Jinja parser enters one level of nesting ...
+    (
+        "common/jinja/parser.cpp",
+        r"(\n    statement_ptr parse_(?:any|jinja_statement|expression|if_expression|logical_negation_expression"
+        r"|unary_expression|call_expression|primary_expression|member_expression_arguments)\([^)]*\) \{\n)",
+        r"\1        nest guard_(*this);\n",
+        9,
+    ),
+    # ... every operator a loop chains onto the left of an expression goes one level deeper ...
+    (
+        "common/jinja/parser.cpp",
+        r"(\n        while \((?:is_identifier\(\"or\"\)|is_identifier\(\"and\"\)|true|is\(token::additive_binary_operator\)"
+        r"|is\(token::multiplicative_binary_operator\)|is_identifier\(\"is\"\)|is\(token::pipe\)"
+        r"|is\(token::dot\) \|\| is\(token::open_square_bracket\))\) \{\n)",
+        r"\1            deeper();\n",
+        8,
+    ),
+    # ... and those loops give their levels back when the expression ends.
+    (
+        "common/jinja/parser.cpp",
+        r"(\n    statement_ptr parse_(?:logical_or_expression|logical_and_expression|comparison_expression"
+        r"|additive_expression|multiplicative_expression|test_expression|filter_expression"
+        r"|member_expression)\([^)]*\) \{\n)",
+        r"\1        keep guard_(*this);\n",
+        8,
+    ),
+]
 
 def digest() -> str:
     """Identifies this set of patches (recorded in the unpacked tree's stamp)."""
     h = hashlib.sha256()
     for path, old, new in PATCHES:
         h.update(f"{path}\0{old}\0{new}\0".encode())
+    for path, pattern, new, count in REGEX_PATCHES:
+        h.update(f"{path}\0{pattern}\0{new}\0{count}\0".encode())
     return h.hexdigest()[:16]
 
 
@@ -60,3 +459,10 @@ def apply(tree: Path) -> None:
             raise SystemExit(f"llama.cpp patch does not apply: {path} has the text to replace "
                              f"{text.count(old)} times (expected once)")
         file.write_text(text.replace(old, new), encoding="utf-8")
+    for path, pattern, new, count in REGEX_PATCHES:
+        file = tree / path
+        text, n = re.subn(pattern, new, file.read_text(encoding="utf-8"))
+        if n != count:
+            raise SystemExit(f"llama.cpp patch does not apply: {path} matches {pattern!r} {n} times "
+                             f"(expected {count})")
+        file.write_text(text, encoding="utf-8")

@@ -4,6 +4,7 @@
 #include <nanobind/stl/pair.h>
 #include <nanobind/stl/shared_ptr.h>
 #include <nanobind/stl/string.h>
+#include <nanobind/stl/tuple.h>
 #include <nanobind/stl/vector.h>
 
 #include "../engine/chat_parser.h"
@@ -84,4 +85,19 @@ void bind_chat(nb::module_& m) {
         .def_prop_ro("capabilities", &lcn::ChatTemplate::capabilities,
                      "The template's capabilities as llama.cpp's Jinja analysis reports them.")
         .def_static("builtin_names", &lcn::ChatTemplate::builtin_names, "Names of llama.cpp's built-in templates.");
+
+    m.def(
+        "template_limits",
+        [] {
+            const lcn::TemplateLimits l = lcn::template_limits();
+            return std::make_tuple(l.max_depth, l.max_steps, l.max_bytes, l.max_items, l.max_seconds);
+        },
+        "The Jinja limits in force: (max_depth, max_steps, max_bytes, max_items, max_seconds).");
+    m.def(
+        "set_template_limits",
+        [](uint64_t max_depth, uint64_t max_steps, uint64_t max_bytes, uint64_t max_items, double max_seconds) {
+            lcn::set_template_limits({max_depth, max_steps, max_bytes, max_items, max_seconds});
+        },
+        nb::arg("max_depth"), nb::arg("max_steps"), nb::arg("max_bytes"), nb::arg("max_items"), nb::arg("max_seconds"),
+        "Sets the Jinja limits for every later parse and render, process-wide.");
 }

@@ -17,6 +17,16 @@ void bind_errors(nb::module_& m) {
     model_load_error = nb::exception<lcn::ModelLoadError>(m, "ModelLoadError", base);
     validation_error = nb::exception<lcn::ValidationError>(m, "ValidationError", base);
     generation_error = nb::exception<lcn::GenerationError>(m, "GenerationError", base);
+    // Registered last, so tried first: messages quote file contents (tensor names, keys) that
+    // need not be UTF-8; decoded leniently they cannot turn into a UnicodeDecodeError.
+    nb::register_exception_translator([](const std::exception_ptr& error, void*) {
+        try {
+            std::rethrow_exception(error);
+        } catch (const lcn::LlamaError&) {
+            nb::object instance = exception_object(error);
+            PyErr_SetObject(reinterpret_cast<PyObject*>(Py_TYPE(instance.ptr())), instance.ptr());
+        }
+    });
 }
 
 nb::object exception_object(const std::exception_ptr& error) {

@@ -68,5 +68,13 @@ void bind_model(nb::module_& m) {
         .def_prop_ro("eos", &lcn::Model::eos)
         .def("is_eog", &lcn::Model::is_eog, nb::arg("token"))
         .def_prop_ro("description", &lcn::Model::description)
-        .def("metadata", &lcn::Model::metadata, "GGUF metadata as strings.");
+        .def(
+            "metadata",
+            [](const lcn::Model& self) {
+                // Keys and values come from the file: bytes that are not UTF-8 become U+FFFD.
+                nb::dict out;
+                for (const auto& [key, value] : self.metadata()) out[decode_utf8(key)] = decode_utf8(value);
+                return out;
+            },
+            "GGUF metadata as strings.");
 }

@@ -2,6 +2,7 @@
 
 #include <random>
 
+#include "abort_guard.h"
 #include "chat.h"  // llama.cpp common
 #include "errors.h"
 
@@ -52,6 +53,7 @@ struct ChatParser::Impl {
 
     common_chat_msg run(const std::string& text, bool partial) const {
         try {
+            AbortGuard guard;
             return common_chat_parse(text, partial, params);
         } catch (const std::exception& e) {
             throw GenerationError(std::string("the reply does not parse as the chat format's output: ") + e.what());
@@ -70,6 +72,7 @@ ChatParser::ChatParser(int format, const std::string& parser, const std::string&
     p.parse_tool_calls = parse_tool_calls;
     if (!parser.empty()) {
         try {
+            AbortGuard guard;
             p.parser.load(parser);
         } catch (const std::exception& e) {
             throw ValidationError(std::string("the chat format's parser cannot be loaded: ") + e.what());

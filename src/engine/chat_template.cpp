@@ -4,16 +4,23 @@
 
 #include <algorithm>
 #include <cctype>
+#include <cstring>
 #include <mutex>
 
+#include "abort_guard.h"
 #include "chat.h"  // llama.cpp common
 #include "chat_parser.h"
 #include "common.h"
 #include "errors.h"
+#include "jinja/value.h"  // llama.cpp common (render_limits: our patch)
 #include "model.h"
 
 namespace lcn {
 namespace {
+
+// Real chat templates are a few KiB to a few tens of KiB; the Jinja engine's memory and time
+// grow with the source, so a template from a stranger is bounded before it is parsed.
+constexpr size_t kMaxTemplateBytes = 1u << 20;
 
 // The text that closes an assistant turn in each of llama.cpp's built-in templates, as
 // llm_chat_apply_template (the pinned tree's src/llama-chat.cpp) renders it: generation stops
@@ -102,6 +109,26 @@ llama_token single_token(const Model& model, const std::string& text) {
 
 }  // namespace
 
+TemplateLimits template_limits() {
+    const jinja::render_limits l = jinja::get_render_limits();
+    return {l.max_depth, l.max_steps, l.max_bytes, l.max_items, l.max_seconds};
+}
+
+void set_template_limits(const TemplateLimits& limits) {
+    if (limits.max_depth < 16 || limits.max_steps < 1000 || limits.max_bytes < 4096 || limits.max_items < 256 ||
+        !(limits.max_seconds > 0)) {
+        throw ValidationError("[set_template_limits] limits below max_depth=16, max_steps=1000, max_bytes=4096, "
+                              "max_items=256 or max_seconds > 0 would break ordinary templates");
+    }
+    jinja::render_limits l;
+    l.max_depth = static_cast<size_t>(limits.max_depth);
+    l.max_steps = limits.max_steps;
+    l.max_bytes = static_cast<size_t>(limits.max_bytes);
+    l.max_items = static_cast<size_t>(limits.max_items);
+    l.max_seconds = limits.max_seconds;
+    jinja::set_render_limits(l);
+}
+
 const char* thinking_mode_name(ThinkingMode mode) {
     switch (mode) {
         case ThinkingMode::hybrid: return "hybrid";
@@ -130,7 +157,14 @@ ChatTemplate::ChatTemplate(const Model& model, const std::string& builtin_name)
         return;
     }
     jinja_ = std::make_unique<Jinja>();
+    const char* source = llama_model_chat_template(model.get(), nullptr);
+    if (source != nullptr && std::strlen(source) > kMaxTemplateBytes) {
+        throw ValidationError("the model's chat template is " + std::to_string(std::strlen(source)) +
+                              " bytes long; the limit is " + std::to_string(kMaxTemplateBytes));
+    }
     try {
+        AbortGuard guard;
+        jinja::render_scope budget;  // one budget for all of the renders this call makes
         jinja_->templates = common_chat_templates_init(model.get(), "");
     } catch (const std::exception& e) {
         throw ValidationError(std::string("the model's chat template cannot be parsed: ") + e.what());
@@ -178,6 +212,8 @@ RenderedChat ChatTemplate::render(const std::vector<ChatMessage>& messages, bool
         inputs.messages.push_back(std::move(msg));
     }
     try {
+        AbortGuard guard;
+        jinja::render_scope budget;  // one budget for all of the renders this call makes
         common_chat_params params = common_chat_templates_apply(jinja_->templates.get(), inputs);
         out.prompt = std::move(params.prompt);
         out.stops = std::move(params.additional_stops);
@@ -227,6 +263,8 @@ ChatPrompt ChatTemplate::apply(const ChatInputs& in) const {
             inputs.chat_template_kwargs["enable_thinking"] = in.thinking != 0 ? "true" : "false";
             inputs.chat_template_kwargs.emplace("thinking", in.thinking != 0 ? "true" : "false");
         }
+        AbortGuard guard;
+        jinja::render_scope budget;  // one budget for all of the renders this call makes
         params = common_chat_templates_apply(jinja_->templates.get(), inputs);
     } catch (const std::exception& e) {
         throw ValidationError(std::string("the chat template failed to render: ") + e.what());
@@ -296,6 +334,8 @@ ThinkingMode ChatTemplate::thinking_mode() const {
     if (jinja_ == nullptr) return ThinkingMode::none;
     std::call_once(jinja_->thinking_once, [this] {
         try {
+            AbortGuard guard;
+            jinja::render_scope budget;  // one budget for all of the renders this call makes
             common_chat_templates_inputs inputs;
             inputs.messages = common_chat_msgs_parse_oaicompat(common_json::parse(R"([{"role": "user", "content": "Hi"}])"));
             inputs.reasoning_format = COMMON_REASONING_FORMAT_DEEPSEEK;

@@ -19,6 +19,19 @@ namespace lcn {
 class Model;
 class ChatParser;
 
+// Bounds on parsing and rendering a Jinja template (llama.cpp's engine, patched: see
+// scripts/llama_cpp_patches.py). Process-wide; a render past one throws, and the caller sees
+// ValidationError naming the limit.
+struct TemplateLimits {
+    uint64_t max_depth = 0;    // nesting of blocks and expressions (parsing and executing)
+    uint64_t max_steps = 0;    // statements and expressions executed in one render
+    uint64_t max_bytes = 0;    // characters in one string
+    uint64_t max_items = 0;    // items in one array
+    double max_seconds = 0;    // wall time of one render
+};
+TemplateLimits template_limits();
+void set_template_limits(const TemplateLimits& limits);
+
 struct ChatMessage {
     std::string role;
     std::string content;

@@ -7,6 +7,7 @@
 
 #include <ggml-backend.h>
 
+#include "abort_guard.h"
 #include "backend.h"
 #include "errors.h"
 
@@ -73,9 +74,19 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
     cp.abort_callback = abort_callback;
     cp.abort_callback_data = this;
     clear_error_messages();
-    ctx_ = llama_init_from_model(model_->get(), cp);
+    bool model_at_fault = false;
+    {
+        AbortGuard guard;  // no compute yet: llama.cpp only builds and reserves its graphs here
+        ctx_ = llama_init_from_model(model_->get(), cp);
+        model_at_fault = guard.fired();
+    }
     if (ctx_ == nullptr) {
         std::string reason = last_error_messages();
+        if (model_at_fault) {
+            // An assert while building the graph: the file's hyperparameters do not fit together.
+            throw ModelLoadError("[Llama] llama.cpp cannot build this model's graph (its hyperparameters do not fit "
+                                 "together): " + reason);
+        }
         throw LlamaError("[Llama] failed to create a context (n_ctx=" + std::to_string(p.n_ctx) +
                          "): " + (reason.empty() ? "llama.cpp returned no context" : reason));
     }
@@ -352,7 +363,14 @@ void Context::set_state(const std::string& data) {
     const auto size = r.get<uint64_t>();
     if (size != data.size() - r.pos) throw ValidationError("the state data is truncated");
     clear_error_messages();
-    const size_t read = llama_state_set_data(ctx_, reinterpret_cast<const uint8_t*>(data.data() + r.pos), size);
+    size_t read = 0;
+    try {
+        AbortGuard guard;
+        read = llama_state_set_data(ctx_, reinterpret_cast<const uint8_t*>(data.data() + r.pos), size);
+    } catch (const LlamaAbort& e) {
+        clear();
+        throw ValidationError(std::string("llama.cpp rejected the state: ") + e.what());
+    }
     if (read == 0) {
         clear();
         throw ValidationError("llama.cpp rejected the state: " + last_error_messages());

@@ -4,6 +4,7 @@
 
 #include <stdexcept>
 
+#include "abort_guard.h"
 #include "backend.h"
 #include "errors.h"
 #include "json-schema-to-grammar.h"
@@ -56,11 +57,58 @@ std::string parse_error(const std::string& gbnf, const llama_vocab* vocab) {
 }
 #endif
 
+// llama.cpp's GBNF parser and its grammar stacks recurse once per nested group: a grammar
+// nested thousands deep overflows the thread's stack (SIGSEGV, no exception possible). Real
+// grammars nest a handful of levels; this bound is far above them and far below the stack.
+constexpr int kMaxGrammarNesting = 256;
+
+// The deepest nesting of ( ) groups outside literals, character classes and comments.
+int grammar_nesting(const std::string& gbnf) {
+    int depth = 0;
+    int deepest = 0;
+    for (size_t i = 0; i < gbnf.size(); ++i) {
+        const char c = gbnf[i];
+        if (c == '#') {
+            while (i < gbnf.size() && gbnf[i] != '\n' && gbnf[i] != '\r') ++i;
+        } else if (c == '"' || c == '[') {
+            const char close = c == '"' ? '"' : ']';
+            for (++i; i < gbnf.size() && gbnf[i] != close; ++i) {
+                if (gbnf[i] == '\\') ++i;
+            }
+        } else if (c == '(') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == ')') {
+            depth = std::max(0, depth - 1);
+        }
+    }
+    return deepest;
+}
+
 }  // namespace
+
+void check_with_llama(const std::string& gbnf, const std::string& root, const Model* model);
+
+void check_grammar_nesting(const std::string& gbnf, const char* api) {
+    const int depth = grammar_nesting(gbnf);
+    if (depth > kMaxGrammarNesting) {
+        throw ValidationError(std::string("[") + api + "] invalid grammar: groups are nested " + std::to_string(depth) +
+                              " deep; the limit is " + std::to_string(kMaxGrammarNesting));
+    }
+}
 
 void validate_grammar(const std::string& gbnf, const std::string& root, const Model* model) {
     if (gbnf.empty()) throw ValidationError("[LlamaGrammar] the grammar is empty");
+    check_grammar_nesting(gbnf, "LlamaGrammar");
     ensure_backend();
+    try {
+        AbortGuard guard;
+        check_with_llama(gbnf, root, model);
+    } catch (const LlamaAbort& e) {
+        throw ValidationError(std::string("[LlamaGrammar] invalid grammar: ") + e.what());
+    }
+}
+
+void check_with_llama(const std::string& gbnf, const std::string& root, const Model* model) {
     const llama_vocab* vocab = model != nullptr ? model->vocab() : nullptr;
     std::string reason;
 #ifdef LLAMA_NB_GRAMMAR_PARSER

@@ -14,6 +14,10 @@ void validate_grammar(const std::string& gbnf, const std::string& root, const Mo
 
 // JSON schema (as JSON text) to GBNF through llama.cpp common's json_schema_to_grammar.
 // Throws ValidationError on invalid JSON or an unsupported schema.
+// Throws ValidationError (prefixed "[api]") when ( ) groups nest deeper than llama.cpp's
+// recursive parser and grammar stacks can take (a stack overflow is not an exception).
+void check_grammar_nesting(const std::string& gbnf, const char* api);
+
 std::string json_schema_to_gbnf(const std::string& schema_json);
 
 }  // namespace lcn

@@ -1,5 +1,6 @@
 #include "lora.h"
 
+#include "abort_guard.h"
 #include "backend.h"
 #include "errors.h"
 
@@ -8,7 +9,11 @@ namespace lcn {
 std::shared_ptr<LoraAdapter> LoraAdapter::load(std::shared_ptr<Model> model, const std::string& path) {
     check_gguf_file(path, "", "LoRA adapter file");  // the Python layer names the API
     clear_error_messages();
-    llama_adapter_lora* adapter = llama_adapter_lora_init(model->get(), path.c_str());
+    llama_adapter_lora* adapter = nullptr;
+    {
+        AbortGuard guard;  // llama.cpp returns null with the reason logged
+        adapter = llama_adapter_lora_init(model->get(), path.c_str());
+    }
     if (adapter == nullptr) {
         std::string reason = last_error_messages();
         if (reason.empty()) reason = "llama.cpp rejected the adapter";

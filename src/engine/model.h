@@ -59,6 +59,7 @@ public:
 
 private:
     Model(llama_model* model, ModelParams params);
+    std::string piece_of(llama_token token, bool render_special) const;
     llama_model* model_;
     const llama_vocab* vocab_;
     ModelParams params_;

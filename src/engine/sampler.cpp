@@ -6,8 +6,10 @@
 #include <immintrin.h>
 #endif
 
+#include "abort_guard.h"
 #include "backend.h"
 #include "errors.h"
+#include "grammar.h"
 #include "model.h"
 
 namespace lcn {
@@ -26,18 +28,24 @@ SamplerChain::SamplerChain(const Model& model, const SamplingConfig& c) {
     }
     llama_sampler* grammar = nullptr;
     if (!c.grammar.empty()) {
+        check_grammar_nesting(c.grammar, "LlamaGrammar");
+        AbortGuard guard;  // the grammar parser and sampler assert on what a hostile grammar can reach
         clear_error_messages();
-        if (c.grammar_lazy) {
-            std::vector<const char*> patterns;
-            patterns.reserve(c.grammar_trigger_patterns.size());
-            for (const auto& p : c.grammar_trigger_patterns) patterns.push_back(p.c_str());
-            for (llama_token t : c.grammar_trigger_tokens) model.check_token(t, "grammar trigger token:");
-            grammar = llama_sampler_init_grammar_lazy_patterns(vocab, c.grammar.c_str(), c.grammar_root.c_str(),
-                                                              patterns.data(), patterns.size(),
-                                                              c.grammar_trigger_tokens.data(),
-                                                              c.grammar_trigger_tokens.size());
-        } else {
-            grammar = llama_sampler_init_grammar(vocab, c.grammar.c_str(), c.grammar_root.c_str());
+        try {
+            if (c.grammar_lazy) {
+                std::vector<const char*> patterns;
+                patterns.reserve(c.grammar_trigger_patterns.size());
+                for (const auto& p : c.grammar_trigger_patterns) patterns.push_back(p.c_str());
+                for (llama_token t : c.grammar_trigger_tokens) model.check_token(t, "grammar trigger token:");
+                grammar = llama_sampler_init_grammar_lazy_patterns(vocab, c.grammar.c_str(), c.grammar_root.c_str(),
+                                                                  patterns.data(), patterns.size(),
+                                                                  c.grammar_trigger_tokens.data(),
+                                                                  c.grammar_trigger_tokens.size());
+            } else {
+                grammar = llama_sampler_init_grammar(vocab, c.grammar.c_str(), c.grammar_root.c_str());
+            }
+        } catch (const LlamaAbort& e) {
+            throw ValidationError(std::string("[LlamaGrammar] invalid grammar: ") + e.what());
         }
         if (grammar == nullptr) throw ValidationError("[LlamaGrammar] invalid grammar: " + last_error_messages());
         try {
@@ -171,21 +179,37 @@ llama_token SamplerChain::argmax(float* logits) {
 llama_token SamplerChain::sample(float* logits) {
     if (plain_greedy_) {
         const llama_token token = argmax(logits);
-        if (token < 0) throw GenerationError("sampling: every token has a logit of -inf");
+        if (token < 0) {
+            throw GenerationError("sampling: the model produced no usable logits (every one is -inf or NaN: "
+                                  "broken weights or hyperparameters in the model file?)");
+        }
         return token;
     }
     candidates_.resize(static_cast<size_t>(n_vocab_));  // allocates on the first token only
     for (llama_token t = 0; t < n_vocab_; ++t) candidates_[static_cast<size_t>(t)] = {t, logits[t], 0.0f};
     llama_token_data_array cur = {candidates_.data(), candidates_.size(), -1, false};
-    if (grammar_ != nullptr) llama_sampler_apply(grammar_, &cur);
-    llama_sampler_apply(chain_, &cur);
-    if (cur.selected < 0 || static_cast<size_t>(cur.selected) >= cur.size) {
-        throw GenerationError("sampling: the sampler chain selected no token (grammar dead end?)");
+    try {
+        AbortGuard guard;  // a grammar that can never be completed asserts in llama.cpp's accept
+        if (grammar_ != nullptr) {
+            llama_sampler_apply(grammar_, &cur);
+            bool any = false;
+            for (size_t i = 0; i < cur.size && !any; ++i) any = cur.data[i].logit != -INFINITY;
+            if (!any) {
+                throw GenerationError("the grammar allows no token at this point: the text so far can never "
+                                      "complete it (an unsatisfiable grammar, or one the vocabulary cannot spell)");
+            }
+        }
+        llama_sampler_apply(chain_, &cur);
+        if (cur.selected < 0 || static_cast<size_t>(cur.selected) >= cur.size) {
+            throw GenerationError("sampling: the sampler chain selected no token");
+        }
+        const llama_token token = cur.data[cur.selected].id;
+        if (grammar_ != nullptr) llama_sampler_accept(grammar_, token);
+        llama_sampler_accept(chain_, token);
+        return token;
+    } catch (const LlamaAbort& e) {
+        throw GenerationError(std::string("sampling failed inside llama.cpp: ") + e.what());
     }
-    const llama_token token = cur.data[cur.selected].id;
-    if (grammar_ != nullptr) llama_sampler_accept(grammar_, token);
-    llama_sampler_accept(chain_, token);
-    return token;
 }
 
 }  // namespace lcn

@@ -12,6 +12,7 @@ from ._logging import disable_logging, print_system_info, reset_logging, set_log
 from .config import LlamaConfig
 from .errors import GenerationError, LlamaError, ModelLoadError, ValidationError
 from .grammar import LlamaGrammar
+from .limits import TemplateLimits, set_template_limits, template_limits
 from ._registry import shutdown
 from .llama import Llama
 from .lora import LoraAdapter
@@ -40,4 +41,7 @@ __all__ = [
     "disable_logging",
     "reset_logging",
     "shutdown",
+    "TemplateLimits",
+    "template_limits",
+    "set_template_limits",
 ]
