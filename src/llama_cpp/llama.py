@@ -55,6 +55,8 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         self.config = config
         self._lock = threading.RLock()
         self._last_stream: _core.Stream | None = None  # the latest stream, cancelled by close()
+        self._running: _core.CancelToken | None = None  # the blocking generation's, cancelled by close()
+        self._closing = False
         self._model = _model.load(config)
         self._view = ModelView(type(self).__name__, self._require_model, str(config.model_path), config.chat_format)
         config = self.config = self._context_config(config)
@@ -73,8 +75,11 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
     # ---- lifecycle -----------------------------------------------------------------------------
 
     def close(self) -> None:
-        """Frees the context and the model. Safe to call more than once; any later
-        call on this instance raises ``LlamaError``."""
+        """Frees the context and the model; safe to call twice. Later calls, and a generation
+        running on another thread (within one token), raise ``LlamaError``."""
+        self._closing = True
+        if (running := self._running) is not None:
+            running.cancel()
         with self._lock:
             stream, self._last_stream = self._last_stream, None
             if stream is not None:  # a stream still decoding stops within one token
@@ -301,8 +306,16 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
              ) -> _core.GenerationResult:
         """Generates on this thread (GIL released); ``cancel`` stops it within one token, and
         so does Ctrl-C on the main thread (KeyboardInterrupt)."""
+        token = cancel if cancel is not None else _core.CancelToken()
         with self._lock, api_errors(f"Llama.{api}"):
-            return self._require_context(api).generate(request, cancel)
+            context, self._running = self._require_context(api), token
+            try:
+                result = context.generate(request, token)
+            finally:
+                self._running = None
+            if self._closing:
+                raise LlamaError(f"[Llama.{api}] this Llama instance was closed during the call")
+            return result
 
     def _start(self, api: str, request: _core.GenerationRequest) -> _core.Stream:
         with self._lock, api_errors(f"Llama.{api}"):
