@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -114,6 +114,29 @@ test() {
   (cd tests && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LLAMA_NB_GPU_RUN=1 LLAMA_NB_SMOLLM2=$models/m135-q8_0.gguf \
     LLAMA_NB_RANDOM_MODELS=$more LLAMA_NB_REFERENCE_PREFIX=$prefix \
     "$py" -m pytest -q -p no:cacheprovider -rs "$root/tests" 2>&1 | tee "$out/test.log" | tail -25)
+}
+
+# AddressSanitizer + UBSan on this machine's 16 cores (CPU backend): llama.cpp built with the
+# sanitizers into build/asan-prefix, the package against it with LLAMA_SANITIZE=ON, then the
+# ASAN_TESTS files (default: the issue-13 files and the core API) with the runtime preloaded.
+asan() {
+  local ap=$root/build/asan-prefix san="-fsanitize=address,undefined -fno-omit-frame-pointer"
+  stamp "llama.cpp with ASan + UBSan (CPU)"
+  CFLAGS="$san" CXXFLAGS="$san" LDFLAGS="-fsanitize=address,undefined" CMAKE_ARGS="-DGGML_CUDA=OFF" \
+    LLAMA_TOOLS="llama-completion llama-tokenize llama-quantize" \
+    JOBS=$(nproc) scripts/build_llama_cpp.sh "$ap" > "$out/asan-build-llama.log" 2>&1 || { tail -30 "$out/asan-build-llama.log"; return 1; }
+  # m135 (SmolLM2's shape) quantized with this build's llama-quantize when no CUDA build wrote it
+  ASAN_OPTIONS=detect_leaks=0 prefix=$ap make_model m135 576 30 9 3 1536 q8_0
+  stamp "package with LLAMA_SANITIZE=ON"
+  LLAMA_LIB_DIR=$ap/lib LLAMA_INCLUDE_DIR=$ap/include CMAKE_ARGS="-DLLAMA_SANITIZE=ON" \
+    "$py" -m pip install -q --no-build-isolation --no-deps --force-reinstall . > "$out/asan-build-package.log" 2>&1 \
+    || { tail -30 "$out/asan-build-package.log"; return 1; }
+  stamp "tests under ASan + UBSan"
+  local tests=${ASAN_TESTS:-"test_hostile_gguf.py test_template_limits.py test_bad_arguments.py test_load_faults.py test_llama.py test_errors.py test_grammar.py test_state.py test_pool.py test_chat.py"}
+  (cd tests && PYTEST_DISABLE_PLUGIN_AUTOLOAD=1 LLAMA_NB_GPU_RUN=1 LLAMA_NB_SMOLLM2=$models/m135-q8_0.gguf \
+    LLAMA_NB_REFERENCE_PREFIX=$ap LD_PRELOAD="$(gcc -print-file-name=libasan.so):$(gcc -print-file-name=libubsan.so)" \
+    ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+    "$py" -m pytest -q -p no:cacheprovider -rs $tests 2>&1 | tee "$out/asan-test.log" | tail -25)
 }
 
 bench() {

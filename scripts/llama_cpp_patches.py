@@ -69,7 +69,7 @@ struct render_limits {
     uint64_t max_steps = 2000000;    // statements and expressions executed by one render
     size_t max_bytes = 16u << 20;    // characters in one string
     size_t max_items = 100000;       // items in one array, pieces in one string
-    double max_seconds = 0.5;        // wall time of one render (or of one render_scope)
+    double max_seconds = 1.0;        // wall time of one render (or of one render_scope)
 };
 render_limits get_render_limits();
 void set_render_limits(const render_limits & limits);

@@ -22,7 +22,8 @@ shared=${SHARED_DIR:-$root/../shared}
 cp "$shared/tools/mkmodel.py" "$shared/tools/skel.gguf" "$out/"
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-  -d "$out/wheels" nanobind==3.1.0 jsonschema jsonschema-specifications referencing rpds-py diskcache
+  -d "$out/wheels" nanobind==3.1.0 jsonschema jsonschema-specifications referencing rpds-py diskcache \
+  hypothesis sortedcontainers attrs
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_17_x86_64 \
   -d "$out/wheels" py-spy==0.4.1

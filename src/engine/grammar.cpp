@@ -2,6 +2,7 @@
 
 #include <llama.h>
 
+#include <algorithm>
 #include <stdexcept>
 
 #include "abort_guard.h"
@@ -131,7 +132,29 @@ void check_with_llama(const std::string& gbnf, const std::string& root, const Mo
 }
 
 std::string json_schema_to_gbnf(const std::string& schema_json) {
+    // The converter recurses once per nested schema: bounded like a grammar's groups.
+    int depth = 0;
+    int deepest = 0;
+    bool in_string = false;
+    for (size_t i = 0; i < schema_json.size(); ++i) {
+        const char c = schema_json[i];
+        if (in_string) {
+            if (c == '\\') ++i;
+            else if (c == '"') in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '{' || c == '[') {
+            deepest = std::max(deepest, ++depth);
+        } else if (c == '}' || c == ']') {
+            --depth;
+        }
+    }
+    if (deepest > kMaxGrammarNesting) {
+        throw ValidationError("[LlamaGrammar.from_json_schema] the schema nests " + std::to_string(deepest) +
+                              " deep; the limit is " + std::to_string(kMaxGrammarNesting));
+    }
     try {
+        AbortGuard guard;
         return json_schema_to_grammar(common_json::parse(schema_json));
     } catch (const std::exception& e) {
         throw ValidationError(std::string("[LlamaGrammar.from_json_schema] ") + e.what());

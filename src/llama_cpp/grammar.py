@@ -46,7 +46,10 @@ class LlamaGrammar:
         Conversions are cached, so a repeated schema costs nothing."""
         if isinstance(schema, dict):
             # Not sort_keys: the order of "properties" is the order the model writes them in.
-            text = json.dumps(schema)
+            try:
+                text = json.dumps(schema)
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise ValidationError(f"[LlamaGrammar.from_json_schema] the schema is not JSON: {exc}") from None
         elif isinstance(schema, str):
             text = schema
         else:

@@ -42,7 +42,7 @@ class TemplateLimits:
     max_steps: int = 2_000_000
     max_bytes: int = 16 << 20
     max_items: int = 100_000
-    max_seconds: float = 0.5
+    max_seconds: float = 1.0
 
 
 def template_limits() -> TemplateLimits:
