@@ -42,7 +42,7 @@ def llm(**overrides):
     '''SmolLM2 with a small context, loaded once per child (per set of overrides).'''
     key = tuple(sorted(overrides.items()))
     if key not in _models:
-        kwargs = dict(n_ctx=256, n_threads=2)
+        kwargs = dict(n_ctx=256)  # default threads: shed while other processes use the cores
         kwargs.update(overrides)
         _models[key] = Llama(os.environ["PROBE_MODEL"], **kwargs)
     return _models[key]

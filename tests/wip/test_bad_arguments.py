@@ -64,32 +64,32 @@ BASE = settings(
 
 @pytest.fixture(scope="module")
 def llm(smollm2_path):
-    with Llama(smollm2_path, n_ctx=N_CTX, n_threads=2) as model:
+    with Llama(smollm2_path, n_ctx=N_CTX) as model:
         assert model.n_vocab() == N_VOCAB
         yield model
 
 
 @pytest.fixture(scope="module")
 def embedder(smollm2_path):
-    with Llama(smollm2_path, n_ctx=N_CTX, n_threads=2, embeddings=True) as model:
+    with Llama(smollm2_path, n_ctx=N_CTX, embeddings=True) as model:
         yield model
 
 
 @pytest.fixture(scope="module")
 def pool(smollm2_path):
-    with LlamaPool(smollm2_path, pool_size=2, n_ctx=N_CTX, n_threads=2) as p:
+    with LlamaPool(smollm2_path, pool_size=2, n_ctx=N_CTX) as p:
         yield p
 
 
 @pytest.fixture(scope="module")
 def unified(smollm2_path):
-    with UnifiedLLM(smollm2_path, n_ctx=N_CTX, n_threads=2) as model:
+    with UnifiedLLM(smollm2_path, n_ctx=N_CTX) as model:
         yield model
 
 
 @pytest.fixture(scope="module")
 def closed_llm(smollm2_path):
-    model = Llama(smollm2_path, n_ctx=N_CTX, n_threads=2)
+    model = Llama(smollm2_path, n_ctx=N_CTX)
     model.close()
     return model
 
@@ -750,7 +750,7 @@ def test_calls_after_close_raise_llama_error_naming_the_method(closed_llm, metho
 
 
 def test_pool_calls_after_close(smollm2_path):
-    p = LlamaPool(smollm2_path, pool_size=1, n_ctx=N_CTX, n_threads=2)
+    p = LlamaPool(smollm2_path, pool_size=1, n_ctx=N_CTX)
     p.close()
     p.close()
     expect_error(lambda: p.submit("a", max_tokens=1), r"\[LlamaPool\.submit\].*closed", LlamaError)
@@ -898,7 +898,7 @@ assert not leaks, leaks[:5]
 result = "ok"
 """, {"ok"}),
     ("state:other-model", """
-a, b = llm(), Llama(os.environ["PROBE_GEMMA"], n_ctx=256, n_threads=2)
+a, b = llm(), Llama(os.environ["PROBE_GEMMA"], n_ctx=256)
 b.generate("Hello", max_tokens=1)
 a.set_state(b.get_state())
 """, {"validation"}),
@@ -945,7 +945,7 @@ llm().load_lora(path)
 SHUTDOWN_CASES = [
     ("shutdown:then-use", """
 a = llm()
-p = LlamaPool(os.environ['PROBE_MODEL'], pool_size=1, n_ctx=256, n_threads=2)
+p = LlamaPool(os.environ['PROBE_MODEL'], pool_size=1, n_ctx=256)
 s = a.generate_stream("Once upon a time", max_tokens=50)
 next(iter(s))
 shutdown()
@@ -959,7 +959,7 @@ for call in (lambda: a.generate("x", max_tokens=1), lambda: p.submit("x", max_to
         errors.append("closed" in str(e))
 assert errors == [True] * 4, errors
 list(s)
-b = Llama(os.environ['PROBE_MODEL'], n_ctx=256, n_threads=2)  # a new instance after shutdown works
+b = Llama(os.environ['PROBE_MODEL'], n_ctx=256)  # a new instance after shutdown works
 result = b.generate("Hi", max_tokens=1)
 _models.clear()  # closed by shutdown()
 """, {"ok"}),
@@ -1033,9 +1033,12 @@ def _write_lora_files(gguf, folder: Path, model_path: Path) -> dict[str, Path]:
 def _lora_case(name: str, path: Path) -> tuple[str, str, set[str]]:
     code = f"""
 model = llm()
-model.load_lora({str(path)!r})
-result = model.generate([1, 2, 3], max_tokens=2, sampling=SamplingParams.greedy())
 model.clear_lora()
+model.load_lora({str(path)!r})
+try:
+    result = model.generate([1, 2, 3], max_tokens=2, sampling=SamplingParams.greedy())
+finally:
+    model.clear_lora()
 """
     return (f"lora:{name}", code, LORA_KINDS[name])
 

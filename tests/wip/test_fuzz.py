@@ -140,7 +140,7 @@ class Models:
 
     def generator(self) -> Llama:
         if "generate" not in self._cache:
-            model = self.get("generate", n_ctx=256, n_threads=2)
+            model = self.get("generate", n_ctx=256)
             # The first grammar-constrained generation of a context costs seconds (more on a busy
             # machine): pay it here, before any input's clock runs.
             model.generate("x", max_tokens=1, grammar=LlamaGrammar.from_string('root ::= "a"'))
@@ -409,7 +409,7 @@ def strategy_for(target: str, seeds: list[Any]) -> st.SearchStrategy[Any]:
 def campaign(target: str, examples: int, *, models: Models | None, seed: int | None = None, save: bool = False,
              report: Callable[[Any], None] = lambda _: None, keep_going: bool = False,
              replay: bool = True, known: list[str] | None = None, stats_path: str | None = None,
-             known_bad_seeds: bool = True) -> dict[str, Any]:
+             known_bad_seeds: bool = True, deadline: float | None = None) -> dict[str, Any]:
     """Replays the corpus of ``target`` (unless not ``replay``), then runs ``examples`` hypothesis
     examples (derandomized unless ``seed``). ``report(input)`` is called before each input (the child's
     progress line: a crash or a hang is blamed on the last one). ``save``: inputs with an outcome
@@ -419,7 +419,8 @@ def campaign(target: str, examples: int, *, models: Models | None, seed: int | N
     there every 100 examples as well as at the end (a child that dies keeps what it found).
     ``known_bad_seeds=False`` leaves the inputs that once broke something (``found-``, ``bug-``,
     ``crashed-``, ``hang-``) out of the mutation seeds: while such a bug is open, its input and
-    every mutation of it would hit it again and again (a long campaign's choice; CI replays them)."""
+    every mutation of it would hit it again and again (a long campaign's choice; CI replays them).
+    ``deadline`` (``time.time()``): the examples left after it are skipped."""
     check = CHECKS[target]
     files = [p for p in corpus_files(target)
              if known_bad_seeds or not p.name.startswith(("found-", "bug-", "crashed-", "hang-"))]
@@ -462,6 +463,8 @@ def campaign(target: str, examples: int, *, models: Models | None, seed: int | N
               suppress_health_check=list(HealthCheck))
     @given(strategy_for(target, seeds))
     def fuzz(value: Any) -> None:
+        if deadline is not None and time.time() > deadline:
+            return
         stats["examples"] += 1
         run(value, False)
         if stats["examples"] % 100 == 0:
@@ -519,14 +522,16 @@ if {target!r} in test_fuzz.IN_CHILD:
     progress("warm")
 stats = test_fuzz.campaign({target!r}, {examples}, models=models,
                            seed={seed!r}, save={save!r}, report=progress, keep_going={keep_going!r}, replay={replay!r},
-                           known={known!r}, stats_path={stats_path!r}, known_bad_seeds={known_bad_seeds!r})
+                           known={known!r}, stats_path={stats_path!r}, known_bad_seeds={known_bad_seeds!r},
+                           deadline={deadline!r})
 result = stats["outcomes"]
 """
 
 
 def run_in_child(target: str, examples: int, *, seed: int | None = None, save: bool = False,
                  keep_going: bool = False, idle_timeout: float = 20.0, replay: bool = True,
-                 known: list[str] | None = None, known_bad_seeds: bool = True) -> tuple[Any, dict[str, Any] | None]:
+                 known: list[str] | None = None, known_bad_seeds: bool = True,
+                 deadline: float | None = None) -> tuple[Any, dict[str, Any] | None]:
     """The campaign of ``target`` in a child process: its outcome and, when it finished, its stats."""
     import tempfile
 
@@ -536,7 +541,7 @@ def run_in_child(target: str, examples: int, *, seed: int | None = None, save: b
         stats_path = os.path.join(tmp, "stats.json")
         code = CHILD_CODE.format(target=target, examples=examples, seed=seed, save=save, keep_going=keep_going,
                                  stats_path=stats_path, replay=replay, known=known or [],
-                                 known_bad_seeds=known_bad_seeds)
+                                 known_bad_seeds=known_bad_seeds, deadline=deadline)
         outcome = run_cases([(target, code)], idle_timeout=idle_timeout)[target]
         stats = json.loads(Path(stats_path).read_text()) if os.path.exists(stats_path) else None
     return outcome, stats
@@ -558,7 +563,7 @@ def replay_and_fuzz_in_child(target: str, examples: int, save: bool) -> list[Any
             for path in corpus_files(target)]
         code = CHILD_CODE.format(target=target, examples=examples, seed=None, save=save, keep_going=False,
                                  stats_path=os.path.join(tmp, "stats.json"), replay=False, known=[],
-                                 known_bad_seeds=True)
+                                 known_bad_seeds=True, deadline=None)
         cases.append((f"{target}/campaign", code, 20.0))
         outcomes = run_cases(cases)
     bad = [o for o in outcomes.values() if o.status != "ok"]
@@ -591,7 +596,9 @@ def long_campaign(targets: list[str], examples: int, seed: int, save: bool, *, m
             remaining = examples - done
             outcome, stats = run_in_child(target, remaining, seed=current_seed, save=save, keep_going=True,
                                           idle_timeout=idle_timeout, replay=False, known=sorted(outcomes),
-                                          known_bad_seeds=False)
+                                          known_bad_seeds=False,
+                                          deadline=time.time() + 60 * minutes - (time.monotonic() - started)
+                                          if minutes else None)
             if stats is not None:  # all of it, or what a child that died had written
                 outcomes.update(stats["outcomes"])
                 saved += stats["saved"]
@@ -599,7 +606,7 @@ def long_campaign(targets: list[str], examples: int, seed: int, save: bool, *, m
             if outcome.status == "ok" and stats is not None:
                 done += max(stats["examples"], 1)
                 if stats["examples"] < remaining:
-                    break  # hypothesis ran out of distinct inputs
+                    break  # hypothesis ran out of distinct inputs, or the time is up
             elif outcome.status == "raised":
                 violations.append(("campaign", outcome.message[:500]))
                 break
