@@ -52,8 +52,13 @@ ESCAPES = {
 }
 
 CHILD = textwrap.dedent("""
-    import json, resource, sys, time
+    import json, sys, time
     import llama_cpp
+
+    def peak_mb():
+        # VmHWM: this process's own peak (ru_maxrss also counts the parent's memory at fork).
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("VmHWM:")) // 1024
     for name, path in json.loads(sys.argv[1]):
         start = time.monotonic()
         try:
@@ -64,7 +69,7 @@ CHILD = textwrap.dedent("""
             outcome, message = type(exc).__name__, str(exc)
         print(json.dumps({"name": name, "outcome": outcome, "message": message,
                           "seconds": round(time.monotonic() - start, 3),
-                          "max_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024}), flush=True)
+                          "max_rss_mb": peak_mb()}), flush=True)
 """)
 
 
