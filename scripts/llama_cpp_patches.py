@@ -409,6 +409,42 @@ render_scope::~render_scope() {
     }
 """,
     ),
+    # GBNF from a stranger. The parser printed its reason for refusing a grammar to stderr
+    # (fprintf), where no caller can read it: it goes through llama.cpp's log now, which the
+    # engine captures per thread and puts in the ValidationError.
+    (
+        "src/llama-grammar.cpp",
+        """        fprintf(stderr, "%s: error parsing grammar: %s\\n\\n%s\\n", __func__, err.what(), src);""",
+        """        LLAMA_LOG_ERROR("%s: error parsing grammar: %s\\n", __func__, err.what());""",
+    ),
+    # `"a"{5,2}`: a maximum below the minimum made the rewrite count max - min down from an
+    # unsigned underflow (2**64 rules: the process hung while memory grew).
+    (
+        "src/llama-grammar.cpp",
+        """        bool no_max = max_times == UINT64_MAX;""",
+        """        bool no_max = max_times == UINT64_MAX;
+        if (!no_max && max_times < min_times) {
+            throw std::runtime_error("repetition {" + std::to_string(min_times) + "," + std::to_string(max_times) +
+                                     "}: the maximum is below the minimum at " + std::string(pos).substr(0, 40));
+        }""",
+    ),
+    # \\U00110000 and \\uD800 are not characters: they compiled into a grammar no UTF-8 text
+    # can match, or one that matched bytes no decoder accepts.
+    (
+        "src/llama-grammar.cpp",
+        """    if (pos != end) {
+        throw std::runtime_error("expecting " + std::to_string(size) + " hex chars at " + src);
+    }
+    return std::make_pair(value, pos);""",
+        """    if (pos != end) {
+        throw std::runtime_error("expecting " + std::to_string(size) + " hex chars at " + src);
+    }
+    if (value > 0x10FFFF || (value >= 0xD800 && value <= 0xDFFF)) {
+        throw std::runtime_error("escape at " + std::string(src).substr(0, 12) +
+                                 " is not a Unicode character (above U+10FFFF, or a surrogate)");
+    }
+    return std::make_pair(value, pos);""",
+    ),
 ]
 
 # Regular-expression edits: (file, pattern, replacement, how many matches there must be).

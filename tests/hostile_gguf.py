@@ -1444,7 +1444,9 @@ def _worker_main(mem_limit_gb: float) -> None:
     out = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)
     faulthandler.enable()
-    if mem_limit_gb > 0:
+    # AddressSanitizer reserves terabytes of address space for its shadow memory: no address-space
+    # limit under it (scripts/gpu_run.sh asan preloads it; with the limit every worker aborted).
+    if mem_limit_gb > 0 and "libasan" not in os.environ.get("LD_PRELOAD", ""):
         limit = int(mem_limit_gb * 2**30)
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
     # llama_cpp before numpy (make_case imports it): see tests/conftest.py

@@ -182,7 +182,7 @@ def test_empty_prompt(smollm2_path):
 
 
 def test_wrong_argument_types(smollm2):
-    with pytest.raises(ValidationError, match="text must be str or bytes"):
+    with pytest.raises(ValidationError, match="text must be a str or bytes"):
         smollm2.tokenize(123)  # type: ignore[arg-type]
     with pytest.raises(ValidationError, match="sampling must be a SamplingParams"):
         smollm2.generate("Hi", sampling={"temperature": 0})  # type: ignore[arg-type]

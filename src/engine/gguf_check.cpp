@@ -210,6 +210,39 @@ void preflight_gguf(const std::string& path, const char* api) {
     }
 }
 
+void preflight_lora(const std::string& path) {
+    gguf_init_params params = {/*no_alloc=*/true, /*ctx=*/nullptr};
+    std::unique_ptr<gguf_context, GgufFree> ctx;
+    try {
+        AbortGuard guard;
+        ctx.reset(gguf_init_from_file(path.c_str(), params));
+    } catch (const LlamaAbort&) {
+        return;  // llama.cpp's own loader reports a file its reader refuses
+    }
+    if (ctx == nullptr) return;
+    const std::string prefix = "cannot apply LoRA adapter '" + path + "': ";
+    // llama.cpp compares the first two dimensions of each pair with the base model's tensor and
+    // not the others, nor the type: a 3-D tensor passed and asserted in the first matrix
+    // product, an integer one was read as floats out of bounds (SIGSEGV).
+    const int64_t n = gguf_get_n_tensors(ctx.get());
+    for (int64_t i = 0; i < n; ++i) {
+        const std::string name = gguf_get_tensor_name(ctx.get(), i);
+        const int64_t* ne = gguf_get_tensor_ne(ctx.get(), i);
+        if (ne[2] != 1 || ne[3] != 1) {
+            throw ValidationError(prefix + "tensor " + name + " has " + std::to_string(ne[3] != 1 ? 4 : 3) +
+                                  " dimensions; LoRA tensors are matrices");
+        }
+        switch (gguf_get_tensor_type(ctx.get(), i)) {
+            case GGML_TYPE_I8: case GGML_TYPE_I16: case GGML_TYPE_I32: case GGML_TYPE_I64:
+            case GGML_TYPE_F64: case GGML_TYPE_Q8_1: case GGML_TYPE_Q8_K:
+                throw ValidationError(prefix + "tensor " + name + " has type " +
+                                      ggml_type_name(gguf_get_tensor_type(ctx.get(), i)) +
+                                      ", which is not a weight format llama.cpp computes with");
+            default: break;
+        }
+    }
+}
+
 void check_file(const std::string& path, const char* api) {
     gguf_init_params params = {/*no_alloc=*/true, /*ctx=*/nullptr};
     std::unique_ptr<gguf_context, GgufFree> ctx(gguf_init_from_file(path.c_str(), params));

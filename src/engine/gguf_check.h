@@ -13,4 +13,8 @@ namespace lcn {
 // itself rejects passes this check: llama.cpp then fails with the reader's own reason.
 void preflight_gguf(const std::string& path, const char* api);
 
+// A LoRA adapter's tensor table: every tensor a matrix of a weight format (llama.cpp checks
+// two of its dimensions against the base model, not the rest nor the type). ValidationError.
+void preflight_lora(const std::string& path);
+
 }  // namespace lcn

@@ -24,6 +24,8 @@ namespace {
 // returns false. These are its steps (the pinned tree's src/llama-grammar.cpp) with the
 // reason caught instead, so validating a grammar never writes to the process's stderr.
 // Returns the reason, or "" when the grammar parses.
+void check_alternatives(const llama_grammar_parser& parser);
+
 std::string parse_error(const std::string& gbnf, const llama_vocab* vocab) {
     llama_grammar_parser parser(vocab);
     try {
@@ -37,6 +39,7 @@ std::string parse_error(const std::string& gbnf, const llama_vocab* vocab) {
             }
         }
         while (*pos != '\0') pos = parser.parse_rule(pos);
+        check_alternatives(parser);
         for (const auto& rule : parser.rules) {
             if (rule.empty()) throw std::runtime_error("Undefined rule");
             for (const auto& elem : rule) {
@@ -55,6 +58,26 @@ std::string parse_error(const std::string& gbnf, const llama_vocab* vocab) {
         return what.substr(0, what.find('\n'));
     }
     return {};
+}
+
+// Every alternative of a rule is a stack the grammar keeps while it is open, and each sampled
+// token is checked against every stack: a rule of 100,000 alternatives makes each token take
+// minutes. Enumerations of that size belong in a token-level check, not a grammar.
+constexpr size_t kMaxAlternatives = 4096;
+
+void check_alternatives(const llama_grammar_parser& parser) {
+    for (size_t r = 0; r < parser.rules.size(); ++r) {
+        const auto& rule = parser.rules[r];
+        const size_t n = 1 + static_cast<size_t>(std::count_if(
+            rule.begin(), rule.end(), [](const llama_grammar_element& e) { return e.type == LLAMA_GRETYPE_ALT; }));
+        if (n <= kMaxAlternatives) continue;
+        std::string name = "#" + std::to_string(r);
+        for (const auto& [symbol, id] : parser.symbol_ids) {
+            if (id == r) name = "'" + symbol + "'";
+        }
+        throw std::runtime_error("rule " + name + " has " + std::to_string(n) + " alternatives; the limit is " +
+                                 std::to_string(kMaxAlternatives) + " (each one is checked for every sampled token)");
+    }
 }
 #endif
 
@@ -109,17 +132,54 @@ void validate_grammar(const std::string& gbnf, const std::string& root, const Mo
     }
 }
 
+// Without a vocabulary llama.cpp's parser stops at the first token reference (<|name|>), so
+// nothing after it would be checked until generation. For that check each named reference
+// stands in as token id 0 (<[0]>, which parses without a vocabulary); whether the names exist
+// is known only with the model's vocabulary, when a generation builds its sampler.
+std::string with_token_placeholders(const std::string& gbnf) {
+    std::string out;
+    out.reserve(gbnf.size());
+    for (size_t i = 0; i < gbnf.size(); ++i) {
+        const char c = gbnf[i];
+        if (c == '#') {
+            const size_t end = gbnf.find_first_of("\r\n", i);
+            const size_t stop = end == std::string::npos ? gbnf.size() : end;
+            out.append(gbnf, i, stop - i);
+            i = stop - 1;
+        } else if (c == '"' || c == '[') {
+            const char close = c == '"' ? '"' : ']';
+            size_t j = i + 1;
+            for (; j < gbnf.size() && gbnf[j] != close; ++j) {
+                if (gbnf[j] == '\\') ++j;
+            }
+            const size_t stop = std::min(j + 1, gbnf.size());
+            out.append(gbnf, i, stop - i);
+            i = stop - 1;
+        } else if (c == '<' && i + 1 < gbnf.size() && gbnf[i + 1] != '[') {
+            const size_t end = gbnf.find('>', i + 1);
+            if (end == std::string::npos) throw ValidationError("[LlamaGrammar] invalid grammar: token reference "
+                                                                "without its closing '>'");
+            out += "<[0]>";
+            i = end;
+        } else {
+            out += c;
+        }
+    }
+    return out;
+}
+
 void check_with_llama(const std::string& gbnf, const std::string& root, const Model* model) {
     const llama_vocab* vocab = model != nullptr ? model->vocab() : nullptr;
+    const std::string checked = vocab != nullptr ? gbnf : with_token_placeholders(gbnf);
     std::string reason;
 #ifdef LLAMA_NB_GRAMMAR_PARSER
-    reason = parse_error(gbnf, vocab);
+    reason = parse_error(checked, vocab);
 #endif
     if (reason.empty()) {
         // Parsed (or no parser header at build time): llama.cpp's own checks (root rule,
         // left recursion) report through its log, which is captured per thread.
         clear_error_messages();
-        llama_sampler* sampler = llama_sampler_init_grammar(vocab, gbnf.c_str(), root.c_str());
+        llama_sampler* sampler = llama_sampler_init_grammar(vocab, checked.c_str(), root.c_str());
         if (sampler != nullptr) {
             llama_sampler_free(sampler);
             return;
@@ -128,6 +188,9 @@ void check_with_llama(const std::string& gbnf, const std::string& root, const Mo
     }
     if (model == nullptr && reason.find("no vocab to parse token") != std::string::npos) return;
     if (reason.empty()) reason = "llama.cpp rejected the grammar";
+    // Parser messages quote the rest of the grammar ("... at <text>"): keep the message short.
+    constexpr size_t kMaxReason = 300;
+    if (reason.size() > kMaxReason) reason = reason.substr(0, kMaxReason) + "...";
     throw ValidationError("[LlamaGrammar] invalid grammar: " + reason);
 }
 

@@ -3,11 +3,13 @@
 #include "abort_guard.h"
 #include "backend.h"
 #include "errors.h"
+#include "gguf_check.h"
 
 namespace lcn {
 
 std::shared_ptr<LoraAdapter> LoraAdapter::load(std::shared_ptr<Model> model, const std::string& path) {
     check_gguf_file(path, "", "LoRA adapter file");  // the Python layer names the API
+    preflight_lora(path);
     clear_error_messages();
     llama_adapter_lora* adapter = nullptr;
     {

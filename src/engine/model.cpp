@@ -1,5 +1,7 @@
 #include "model.h"
 
+#include <stdexcept>
+
 #include <sys/stat.h>
 
 #include <cerrno>
@@ -117,6 +119,9 @@ std::vector<llama_token> Model::tokenize(std::string_view text, bool add_special
         }
     } catch (const LlamaError&) {
         throw;
+    } catch (const std::invalid_argument& e) {
+        // llama.cpp's UTF-8 decoder: the text (bytes given by the caller) is not valid UTF-8
+        throw ValidationError(std::string("the text is not valid UTF-8: ") + e.what());
     } catch (const std::exception& e) {
         // e.g. std::out_of_range from a SentencePiece vocabulary without the byte tokens it needs
         throw LlamaError(std::string("this model's vocabulary cannot tokenize the text: ") + e.what());

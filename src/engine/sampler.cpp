@@ -203,7 +203,13 @@ llama_token SamplerChain::sample(float* logits) {
         if (cur.selected < 0 || static_cast<size_t>(cur.selected) >= cur.size) {
             throw GenerationError("sampling: the sampler chain selected no token");
         }
-        const llama_token token = cur.data[cur.selected].id;
+        const llama_token_data& picked = cur.data[cur.selected];
+        if (!(picked.logit > -INFINITY)) {
+            // Only when every candidate is -inf (or NaN) does a random pick land on one.
+            throw GenerationError("sampling: every token's logit is -inf or NaN, so no token can be picked "
+                                  "(logit_bias banned them all, or the model's weights are broken)");
+        }
+        const llama_token token = picked.id;
         if (grammar_ != nullptr) llama_sampler_accept(grammar_, token);
         llama_sampler_accept(chain_, token);
         return token;

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any, TypedDict
 
+from ._validate import require_bool, require_int, require_text
 from .errors import ValidationError
 from .grammar import LlamaGrammar
 
@@ -83,7 +84,9 @@ class ChatOptions:
     @classmethod
     def parse(cls, api: str, kwargs: Mapping[str, Any]) -> ChatOptions:
         """The options of ``kwargs``; an unknown name raises ``ValidationError`` naming it."""
-        return cls(**_known(api, kwargs, _CHAT_NAMES))
+        options = cls(**_known(api, kwargs, _CHAT_NAMES))
+        _check_shared(api, options)
+        return options
 
 
 class CompletionArgs(TypedDict, total=False):
@@ -139,7 +142,22 @@ class CompletionOptions:
     @classmethod
     def parse(cls, api: str, kwargs: Mapping[str, Any]) -> CompletionOptions:
         """The options of ``kwargs``; an unknown name raises ``ValidationError`` naming it."""
-        return cls(**_known(api, kwargs, _COMPLETION_NAMES))
+        options = cls(**_known(api, kwargs, _COMPLETION_NAMES))
+        _check_shared(api, options)
+        require_bool(api, "echo", options.echo)
+        if options.logprobs is not None:
+            require_int(api, "logprobs", options.logprobs, minimum=0, maximum=20)
+        return options
+
+
+def _check_shared(api: str, options: ChatOptions | CompletionOptions) -> None:
+    """The arguments both kinds of request take that no later step checks (the sampler's are
+    checked by ``SamplingParams``, ``stop`` and the grammar by the request builder)."""
+    if options.max_tokens is not None:
+        require_int(api, "max_tokens", options.max_tokens)
+    require_bool(api, "stream", options.stream)
+    if options.model is not None:
+        require_text(api, "model", options.model)
 
 
 def _known(api: str, kwargs: Mapping[str, Any], names: frozenset[str]) -> Mapping[str, Any]:

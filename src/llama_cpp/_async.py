@@ -166,6 +166,7 @@ class AsyncTwins:
         def create_completion(self, prompt: str | Sequence[int], **kwargs: Unpack[CompletionArgs]) -> Any: ...
         def create_chat_completion(self, messages: Sequence[dict[str, Any]], **kwargs: Unpack[ChatArgs]) -> Any: ...
         def create_embedding(self, input: str | Sequence[str], model: str | None = ...) -> dict[str, Any]: ...
+        def _require_model(self, api: str) -> Any: ...
 
     async def generate_async(
         self,
@@ -193,6 +194,7 @@ class AsyncTwins:
     async def create_completion_async(self, prompt: str | Sequence[int], **kwargs: Unpack[CompletionArgs]) -> Any:
         """Async :meth:`create_completion` (same arguments); with ``stream=True`` an async
         iterator of chunks."""
+        self._require_model("create_completion_async")
         return await _deferred_call(self.create_completion, prompt, kwargs)
 
     async def create_chat_completion_async(
@@ -200,10 +202,12 @@ class AsyncTwins:
     ) -> Any:
         """Async :meth:`create_chat_completion` (same arguments); with ``stream=True`` an
         async iterator of ``chat.completion.chunk`` dicts."""
+        self._require_model("create_chat_completion_async")
         return await _deferred_call(self.create_chat_completion, messages, kwargs)
 
     async def create_embedding_async(self, input: str | Sequence[str], model: str | None = None) -> dict[str, Any]:
         """Async :meth:`create_embedding`."""
+        self._require_model("create_embedding_async")
         call = functools.partial(self.create_embedding, input, model)
         return await asyncio.get_running_loop().run_in_executor(None, call)
 

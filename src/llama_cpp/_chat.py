@@ -17,7 +17,7 @@ from ._messages import normalize_messages, normalize_tools
 from ._replies import RenderedChat
 from ._model import ModelView
 from ._openai import grammar_for, token_limit
-from ._validate import require_bool, require_int, stop_list
+from ._validate import check_utf8, require_bool, require_int, require_text, stop_list
 from .errors import ValidationError
 from .grammar import LlamaGrammar
 from .sampling import SamplingParams
@@ -72,13 +72,15 @@ def render(
     if template_kwargs is not None and not isinstance(template_kwargs, dict):
         raise ValidationError(f"[{api}] chat_template_kwargs must be a dict")
     try:
-        kwargs = {str(k): json.dumps(v) for k, v in (template_kwargs or {}).items()}
-    except (TypeError, ValueError) as e:
+        kwargs = {check_utf8(api, "chat_template_kwargs", str(k)): json.dumps(v)
+                  for k, v in (template_kwargs or {}).items()}
+    except (TypeError, ValueError, RecursionError) as e:
         raise ValidationError(f"[{api}] chat_template_kwargs values must be JSON-serialisable: {e}") from None
 
     def apply(conversation: list[dict[str, Any]], tool_list: list[dict[str, Any]], choice: str) -> _core.ChatPrompt:
-        return view.apply_chat(api, json.dumps(conversation, ensure_ascii=False),
-                               json.dumps(tool_list, ensure_ascii=False) if tool_list else "", choice,
+        messages_json = check_utf8(api, "messages", json.dumps(conversation, ensure_ascii=False))
+        tools_json = check_utf8(api, "tools", json.dumps(tool_list, ensure_ascii=False)) if tool_list else ""
+        return view.apply_chat(api, messages_json, tools_json, choice,
                                parallel_tool_calls=parallel_tool_calls, thinking=thinking,
                                add_generation_prompt=add_generation_prompt, template_kwargs=kwargs)
 
@@ -172,7 +174,6 @@ class ChatTemplateMethods:
         are recognised, and its ``thinking`` (a reply to ``thinking=False`` starts after an
         empty think block). A reply that does not match the format is returned as content."""
         api = f"{type(self).__name__}.parse_response"
-        if not isinstance(text, str):
-            raise ValidationError(f"[{api}] text must be a str, got {type(text).__name__}")
+        require_text(api, "text", text)
         rendered = render(api, self._view, [{"role": "user", "content": ""}], tools=tools, thinking=thinking)
         return rendered.replies.parse(text)

@@ -14,9 +14,9 @@ from typing import Any
 from . import _core
 from ._errors import api_errors
 from ._request import model_params
-from ._validate import require_bool, require_int, token_list
+from ._validate import require_bool, require_int, require_text, token_list
 from .config import LlamaConfig
-from .errors import LlamaError, ValidationError
+from .errors import LlamaError, ModelLoadError, ValidationError
 
 # What to use instead of a generation or state method on the pool's view, for its message.
 _POOL_HINTS = {
@@ -36,7 +36,8 @@ def resolve_config(
     unknown = set(overrides) - LlamaConfig.field_names()
     if unknown:
         raise ValidationError(f"[{owner}] unknown configuration option(s): {', '.join(sorted(unknown))}")
-    config = config or LlamaConfig()
+    if config is None:
+        config = LlamaConfig()
     if not isinstance(config, LlamaConfig):
         raise ValidationError(f"[{owner}] config must be a LlamaConfig, got {type(config).__name__}")
     if model_path is not None:
@@ -59,6 +60,13 @@ def load(config: LlamaConfig) -> _core.Model:
             stacklevel=3,
         )
         _core.set_log_level(1)
+    path = str(config.model_path)
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:  # a name with undecodable bytes (surrogate escapes): C++ takes UTF-8 only
+        reason = ("its name is not valid UTF-8, which llama.cpp needs: rename the file" if os.path.exists(path)
+                  else "No such file or directory")
+        raise ModelLoadError(f"cannot open model file {path!r}: {reason}") from None
     return _core.Model.load(model_params(config))
 
 
@@ -113,7 +121,9 @@ class ModelView:
 
     def is_eog(self, token: int) -> bool:
         """Whether ``token`` ends generation (end of text, end of turn, ...)."""
-        return bool(self._model("is_eog").is_eog(require_int(f"{self._owner}.is_eog", "token", token)))
+        model = self._model("is_eog")
+        return bool(model.is_eog(require_int(f"{self._owner}.is_eog", "token", token,
+                                             minimum=0, maximum=int(model.n_vocab) - 1)))
 
     @property
     def metadata(self) -> dict[str, str]:
@@ -135,8 +145,7 @@ class ModelView:
             special: parse special-token text such as ``<|im_start|>`` into its token.
         """
         api = f"{self._owner}.tokenize"
-        if not isinstance(text, (str, bytes)):
-            raise ValidationError(f"[{api}] text must be str or bytes, got {type(text).__name__}")
+        text = require_text(api, "text", text, allow_bytes=True)
         require_bool(api, "add_bos", add_bos)
         require_bool(api, "special", special)
         model = self._model("tokenize")
@@ -148,12 +157,14 @@ class ModelView:
         may end inside a multi-byte character). ``special`` renders special tokens."""
         api = f"{self._owner}.detokenize"
         ids = token_list(api, tokens)
+        require_bool(api, "special", special)
         model = self._model("detokenize")
         with api_errors(api):
             return bytes(model.detokenize(ids, special))
 
     def n_tokens(self, text: str | bytes) -> int:
         """How many tokens ``text`` is as a prompt (start tokens and special tokens included)."""
+        self._model("n_tokens")
         return len(self.tokenize(text, add_bos=True, special=True))
 
     def apply_chat(

@@ -195,7 +195,7 @@ def embedding(vectors: list[list[float]], n_tokens: int, model: str) -> dict[str
 
 def token_limit(max_tokens: int | None) -> int | None:
     """llama-cpp-python's convention: ``max_tokens`` None or <= 0 means no limit."""
-    return None if max_tokens is None or max_tokens <= 0 else max_tokens
+    return None if max_tokens is None or max_tokens <= 0 else min(max_tokens, 2**31 - 1)
 
 
 def grammar_for(api: str, response_format: dict[str, Any] | None, grammar: LlamaGrammar | None) -> LlamaGrammar | None:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from . import _core
 from ._errors import api_errors
 from ._replies import RenderedChat
-from ._validate import require_int, stop_list, token_list
+from ._validate import INT32_MAX, prompt_tokens_or_text, require_int, stop_list
 from .config import POOLING_TYPES, LlamaConfig
 from .errors import ValidationError
 from .grammar import LlamaGrammar
@@ -38,7 +38,7 @@ def sampler_config(sampling: SamplingParams, default_seed: int | None) -> _core.
 def model_params(config: LlamaConfig) -> _core.ModelParams:
     params = _core.ModelParams()
     params.path = str(config.model_path or "")
-    params.n_gpu_layers = config.n_gpu_layers
+    params.n_gpu_layers = min(config.n_gpu_layers, INT32_MAX)  # more layers than the model has: all
     params.vocab_only = config.vocab_only
     params.use_mmap = config.use_mmap
     return params
@@ -78,7 +78,8 @@ def build(
     (``Llama.generate``). ``n_ctx_seq`` is the context of one sequence. ``chat``: the rendered
     chat request, whose tool-call grammar and marker tokens the generation uses."""
     if max_tokens is not None:
-        require_int(api, "max_tokens", max_tokens, minimum=1)
+        # More than int32 tokens is no limit at all: the context ends generation first.
+        max_tokens = min(require_int(api, "max_tokens", max_tokens, minimum=1), INT32_MAX)
     if sampling is None:
         sampling = SamplingParams()
     elif not isinstance(sampling, SamplingParams):
@@ -86,11 +87,16 @@ def build(
     if grammar is not None and not isinstance(grammar, LlamaGrammar):
         raise ValidationError(f"[{api}] grammar must be a LlamaGrammar, got {type(grammar).__name__}")
     stops = stop_list(api, stop)
+    prompt = prompt_tokens_or_text(api, prompt)
     if isinstance(prompt, str):
         with api_errors(api):
             tokens = list(model.tokenize(prompt, True, True))
     else:
-        tokens = token_list(api, prompt)
+        tokens = prompt
+        n_vocab = int(model.n_vocab)
+        for t in tokens:
+            if not 0 <= t < n_vocab:
+                raise ValidationError(f"[{api}] prompt: token id {t} is out of range (the vocabulary has {n_vocab} tokens)")
     if not tokens:
         raise ValidationError(f"[{api}] the prompt is empty")
     if len(tokens) >= n_ctx_seq:

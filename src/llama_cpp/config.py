@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, fields
 
-from ._validate import require_bool, require_int
+from ._validate import require_bool, require_int, require_path, require_text
 from .errors import ValidationError
 
 _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
+GGML_MAX_N_THREADS = 512  # ggml's thread pools hold at most this many threads
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
 
 
@@ -73,9 +73,7 @@ class LlamaConfig:
 
     def __post_init__(self) -> None:
         if self.model_path is not None:
-            if not isinstance(self.model_path, (str, os.PathLike)):
-                raise ValidationError(f"[{_API}] model_path must be a str or os.PathLike, got {self.model_path!r}")
-            self.model_path = os.fspath(self.model_path)
+            self.model_path = require_path(_API, "model_path", self.model_path)
         require_int(_API, "n_ctx", self.n_ctx, minimum=0, maximum=UINT32_MAX)
         require_int(_API, "n_batch", self.n_batch, minimum=1, maximum=UINT32_MAX)
         require_int(_API, "n_ubatch", self.n_ubatch, minimum=1, maximum=self.n_batch)
@@ -83,7 +81,7 @@ class LlamaConfig:
         for name in ("n_threads", "n_threads_batch"):
             value = getattr(self, name)
             if value is not None:
-                require_int(_API, name, value, minimum=1, maximum=1024)
+                require_int(_API, name, value, minimum=1, maximum=GGML_MAX_N_THREADS)
         require_int(_API, "n_gpu_layers", self.n_gpu_layers, minimum=-1)
         for name in ("offload_kqv", "use_mmap", "embeddings", "verbose", "vocab_only"):
             require_bool(_API, name, getattr(self, name))
@@ -93,12 +91,13 @@ class LlamaConfig:
             require_int(_API, "cpu_poll", self.cpu_poll, minimum=0, maximum=100)
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
-        if self.pooling_type is not None and self.pooling_type not in POOLING_TYPES:
+        if self.pooling_type is not None and (not isinstance(self.pooling_type, str)
+                                              or self.pooling_type not in POOLING_TYPES):
             raise ValidationError(
                 f"[{_API}] pooling_type must be one of {', '.join(POOLING_TYPES)} or None, got {self.pooling_type!r}"
             )
-        if self.chat_format is not None and not isinstance(self.chat_format, str):
-            raise ValidationError(f"[{_API}] chat_format must be a str, got {self.chat_format!r}")
+        if self.chat_format is not None:
+            require_text(_API, "chat_format", self.chat_format)
 
     @classmethod
     def field_names(cls) -> frozenset[str]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import functools
 import json
-from pathlib import Path
+import os
 from typing import Any
 
 from . import _core
+from ._validate import check_utf8, read_file, require_text
 from .errors import ValidationError
 
 
@@ -24,6 +25,8 @@ class LlamaGrammar:
     def __init__(self, gbnf: str, root: str = "root") -> None:
         if not isinstance(gbnf, str):
             raise ValidationError(f"[LlamaGrammar] the grammar must be a str, got {type(gbnf).__name__}")
+        check_utf8("LlamaGrammar", "the grammar", gbnf)
+        require_text("LlamaGrammar", "root", root)
         _core.validate_grammar(gbnf, root, None)
         self._gbnf = gbnf
         self._root = root
@@ -34,9 +37,14 @@ class LlamaGrammar:
         return cls(gbnf, root)
 
     @classmethod
-    def from_file(cls, path: str | Path, root: str = "root") -> LlamaGrammar:
+    def from_file(cls, path: str | os.PathLike[str], root: str = "root") -> LlamaGrammar:
         """A grammar from a ``.gbnf`` file."""
-        return cls(Path(path).read_text(encoding="utf-8"), root)
+        data = read_file("LlamaGrammar.from_file", "path", path)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValidationError(f"[LlamaGrammar.from_file] the file is not UTF-8 text: {exc}") from None
+        return cls(text, root)
 
     @classmethod
     def from_json_schema(cls, schema: str | dict[str, Any]) -> LlamaGrammar:
@@ -51,10 +59,17 @@ class LlamaGrammar:
             except (TypeError, ValueError, RecursionError) as exc:
                 raise ValidationError(f"[LlamaGrammar.from_json_schema] the schema is not JSON: {exc}") from None
         elif isinstance(schema, str):
-            text = schema
+            text = check_utf8("LlamaGrammar.from_json_schema", "schema", schema)
         else:
             raise ValidationError(f"[LlamaGrammar.from_json_schema] schema must be a dict or str, got {schema!r}")
-        return _grammar_for_schema(text)
+        _check_bounds(schema if isinstance(schema, dict) else text)
+        try:
+            return _grammar_for_schema(text)
+        except ValidationError as exc:
+            if "left recursion" not in str(exc):
+                raise
+            raise ValidationError(f"[LlamaGrammar.from_json_schema] the schema refers to itself ($ref cycle) before "
+                                  f"any text is matched, so no document can satisfy it: {exc}") from None
 
     @classmethod
     def json(cls) -> LlamaGrammar:
@@ -78,3 +93,30 @@ class LlamaGrammar:
 @functools.lru_cache(maxsize=128)
 def _grammar_for_schema(schema_text: str) -> LlamaGrammar:
     return LlamaGrammar(_core.json_schema_to_gbnf(schema_text))
+
+
+_BOUNDS = (("minLength", "maxLength"), ("minItems", "maxItems"), ("minProperties", "maxProperties"),
+           ("minimum", "maximum"), ("minContains", "maxContains"))
+
+
+def _check_bounds(schema: dict[str, Any] | str) -> None:
+    """A lower bound above its upper bound (``minLength`` 2, ``maxLength`` 1) matches no
+    document: refused here (llama.cpp's converter hung on some and silently swapped others)."""
+    if isinstance(schema, str):
+        try:
+            schema = json.loads(schema)
+        except (ValueError, RecursionError):
+            return  # llama.cpp's parser reports it
+    pending: list[Any] = [schema]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, list):
+            pending.extend(node)
+        elif isinstance(node, dict):
+            for low, high in _BOUNDS:
+                lo, hi = node.get(low), node.get(high)
+                if isinstance(lo, (int, float)) and isinstance(hi, (int, float)) and lo > hi and \
+                        not isinstance(lo, bool) and not isinstance(hi, bool):
+                    raise ValidationError(f"[LlamaGrammar.from_json_schema] the schema's {low} {lo} is above its "
+                                          f"{high} {hi}: no document can satisfy it")
+            pending.extend(node.values())

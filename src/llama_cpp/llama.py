@@ -6,7 +6,6 @@ import functools
 import os
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import _chat, _core, _model, _openai, _registry, _request
@@ -17,7 +16,7 @@ from ._model import ModelView
 from ._replies import RenderedChat
 from ._registry import shutdown
 from ._streaming import GenerationStream
-from ._validate import require_bool, require_float, require_int
+from ._validate import read_file, require_bool, require_float, require_path, require_text, text_list, write_file
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
 from .grammar import LlamaGrammar
@@ -348,8 +347,6 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
             presence_penalty=o.presence_penalty, mirostat=o.mirostat_mode, mirostat_tau=o.mirostat_tau,
             mirostat_eta=o.mirostat_eta, logit_bias=o.logit_bias,
         )
-        if o.logprobs is not None:
-            require_int(api, "logprobs", o.logprobs, minimum=0, maximum=20)
         job = self._prepare("create_completion", prompt, _openai.token_limit(o.max_tokens), sampling, o.stop, True,
                             o.grammar, logprobs=-1 if o.logprobs is None else o.logprobs)
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(prompt).decode("utf-8", "replace")
@@ -415,6 +412,8 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         """Embeddings in llama-cpp-python's (OpenAI's) shape: ``{"object": "list", "data":
         [{"object": "embedding", "embedding": [...], "index": i}, ...], "model", "usage"}``."""
         texts = [input] if isinstance(input, str) else input
+        if model is not None:
+            require_text("Llama.create_embedding", "model", model)
         vectors, n_tokens = self._embed("create_embedding", texts, True)
         return _openai.embedding(vectors, n_tokens, model or self.model_path)
 
@@ -424,8 +423,7 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         self._require_model(api)  # a closed instance says so before anything else
         if not self.config.embeddings:
             raise ValidationError(f"[{full_api}] embeddings need LlamaConfig(embeddings=True)")
-        if isinstance(texts, (str, bytes)) or not all(isinstance(t, str) for t in texts):
-            raise ValidationError(f"[{full_api}] input must be a str or a list of str")
+        texts = text_list(full_api, "input", texts)
         with self._lock, api_errors(full_api):
             context = self._require_context(api)
             model = self._require_model(api)
@@ -451,15 +449,14 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
 
     def save_state(self, path: str | os.PathLike[str]) -> None:
         """Writes :meth:`get_state` to a file."""
-        Path(path).write_bytes(self.get_state())
+        require_path("Llama.save_state", "path", path)
+        self._require_context("save_state")
+        write_file("Llama.save_state", "path", path, self.get_state())
 
     def load_state(self, path: str | os.PathLike[str]) -> None:
         """Restores a state written by :meth:`save_state`."""
-        try:
-            data = Path(path).read_bytes()
-        except OSError as exc:
-            raise ValidationError(f"[Llama.load_state] cannot read '{os.fspath(path)}': {exc.strerror}") from None
-        self.set_state(data)
+        self._require_context("load_state")
+        self.set_state(read_file("Llama.load_state", "path", path))
 
     # ---- LoRA ----------------------------------------------------------------------------------
 
@@ -468,15 +465,16 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         across :meth:`reset` until removed. The KV cache is cleared, since it was computed
         without the adapter."""
         scale = require_float("Llama.load_lora", "scale", scale)
+        where = require_path("Llama.load_lora", "path", path)
         with self._lock, api_errors("Llama.load_lora"):
             context = self._require_context("load_lora")
-            return self._adapters.load(self._require_model("load_lora"), context, os.fspath(path), scale)
+            return self._adapters.load(self._require_model("load_lora"), context, where, scale)
 
     def remove_lora(self, adapter: LoraAdapter | str | os.PathLike[str]) -> None:
         """Deactivates an adapter (the object :meth:`load_lora` returned, or its path)."""
         with self._lock, api_errors("Llama.remove_lora"):
             context = self._require_context("remove_lora")
-            named = adapter if isinstance(adapter, LoraAdapter) else os.fspath(adapter)
+            named = adapter if isinstance(adapter, LoraAdapter) else require_path("Llama.remove_lora", "adapter", adapter)
             self._adapters.remove("Llama.remove_lora", context, named)
 
     def clear_lora(self) -> None:

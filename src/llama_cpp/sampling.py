@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ._validate import require_float, require_int
+from ._validate import INT32_MAX, check_utf8, require_float, require_int
 from .errors import ValidationError
 
 _API = "SamplingParams"
@@ -48,14 +48,14 @@ class SamplingParams:
 
     def __post_init__(self) -> None:
         require_float(_API, "temperature", self.temperature, minimum=0.0)
-        require_int(_API, "top_k", self.top_k, minimum=0)
+        require_int(_API, "top_k", self.top_k, minimum=0, maximum=INT32_MAX)
         require_float(_API, "top_p", self.top_p, minimum=0.0, maximum=1.0)
         require_float(_API, "min_p", self.min_p, minimum=0.0, maximum=1.0)
         require_float(_API, "typical_p", self.typical_p, minimum=0.0, maximum=1.0)
         require_float(_API, "repeat_penalty", self.repeat_penalty, minimum=0.0)
         if self.repeat_penalty == 0.0:
             raise ValidationError(f"[{_API}] repeat_penalty must be > 0 (1.0 disables it)")
-        require_int(_API, "penalty_last_n", self.penalty_last_n, minimum=-1)
+        require_int(_API, "penalty_last_n", self.penalty_last_n, minimum=-1, maximum=INT32_MAX)
         require_float(_API, "frequency_penalty", self.frequency_penalty, minimum=-2.0, maximum=2.0)
         require_float(_API, "presence_penalty", self.presence_penalty, minimum=-2.0, maximum=2.0)
         require_int(_API, "mirostat", self.mirostat, minimum=0, maximum=2)
@@ -66,16 +66,24 @@ class SamplingParams:
         require_float(_API, "top_n_sigma", self.top_n_sigma)
         require_float(_API, "dry_multiplier", self.dry_multiplier, minimum=0.0)
         require_float(_API, "dry_base", self.dry_base, minimum=1.0)
-        require_int(_API, "dry_allowed_length", self.dry_allowed_length, minimum=1)
-        require_int(_API, "dry_penalty_last_n", self.dry_penalty_last_n, minimum=-1)
-        if not all(isinstance(b, str) and b for b in self.dry_sequence_breakers):
-            raise ValidationError(f"[{_API}] dry_sequence_breakers must be non-empty strings")
+        require_int(_API, "dry_allowed_length", self.dry_allowed_length, minimum=1, maximum=INT32_MAX)
+        require_int(_API, "dry_penalty_last_n", self.dry_penalty_last_n, minimum=-1, maximum=INT32_MAX)
+        breakers = self.dry_sequence_breakers
+        if isinstance(breakers, str) or not isinstance(breakers, (list, tuple)) or not all(
+            isinstance(b, str) and b for b in breakers
+        ):
+            raise ValidationError(f"[{_API}] dry_sequence_breakers must be a list of non-empty strings, got {breakers!r}")
+        for b in breakers:
+            check_utf8(_API, "dry_sequence_breakers", b)
         if self.logit_bias is not None:
+            if not isinstance(self.logit_bias, dict):
+                raise ValidationError(
+                    f"[{_API}] logit_bias must be a dict of token id to bias, got {type(self.logit_bias).__name__}"
+                )
             for token, bias in self.logit_bias.items():
-                require_int(_API, "logit_bias token id", token, minimum=0)
-                if isinstance(bias, bool) or not isinstance(bias, (int, float)) or bias != bias:
-                    raise ValidationError(f"[{_API}] logit_bias[{token}] must be a number, got {bias!r}")
-        require_int(_API, "min_keep", self.min_keep, minimum=0)
+                require_int(_API, "logit_bias token id", token, minimum=0, maximum=INT32_MAX)
+                require_float(_API, f"logit_bias[{token}]", bias)
+        require_int(_API, "min_keep", self.min_keep, minimum=0, maximum=INT32_MAX)
         if self.seed is not None:
             require_int(_API, "seed", self.seed, minimum=-1, maximum=UINT32_MAX)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from . import _chat, _core
 from ._async import AsyncStream, run_cancellable
 from ._replies import RenderedChat, ReplyParser
-from ._validate import require_bool
+from ._validate import require_bool, stop_list
 from .config import LlamaConfig
 from .errors import ValidationError
 from .families import FamilyInfo, ModelFamily, detect_family, family_info
@@ -105,11 +105,14 @@ class UnifiedLLM(Llama):
             messages = prompt
         else:
             raise ValidationError(f"[UnifiedLLM.{api}] prompt must be a str (the user's turn) or a list of "
-                                  "OpenAI message dicts")
+                                  f"OpenAI message dicts, got {type(prompt).__name__}")
+        if not messages:
+            raise ValidationError(f"[UnifiedLLM.{api}] prompt is an empty list of messages")
+        stops = stop_list(f"UnifiedLLM.{api}", stop)
         rendered = _chat.render(f"UnifiedLLM.{api}", self._view, messages, thinking=thinking)
         if sampling is None:
             sampling = self.recommended_sampling(thinking)
-        stops = list(rendered.stops) + ([stop] if isinstance(stop, str) else list(stop or []))
+        stops = list(rendered.stops) + stops
         job = self._prepare(api, rendered.prompt, max_tokens, sampling, stops, True, grammar, chat=rendered)
         return job, rendered
 

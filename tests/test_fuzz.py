@@ -244,6 +244,11 @@ def check_gbnf(models: Models | None, text: str) -> str:
         out = models.generator().generate("Answer:", max_tokens=3, grammar=grammar, sampling=SamplingParams.greedy())
     except GenerationError as exc:
         return signature("generation-error", exc)
+    except ValidationError as exc:
+        # Token names (<|im_end|>) exist or not only in a vocabulary: checked when a generation
+        # builds its sampler, with the model's.
+        assert "<" in text and "token" in str(exc), str(exc)
+        return signature("token-refused", exc)
     assert isinstance(out, str)
     return "generated"
 
