@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [serverbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -159,6 +159,15 @@ poolbench() {
   "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 1,16,64 \
     --ngl 99 --runs 3 --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --lcp-requests 16 "${mem[@]}" \
     --json "$out/bench_pool.json" 2>&1 | tee "$out/bench_pool.log"
+}
+
+# The OpenAI server (issue 14) on m1b: 64 streaming clients against native llama-batched-bench's
+# S_TG at 64 and against the same requests through LlamaPool in one process.
+serverbench() {
+  stamp "server benchmark on m1b"
+  "$py" benchmarks/bench_server.py --model "$models/m1b-q4_k_m.gguf" --clients ${SERVER_CLIENTS:-64} \
+    --max-tokens ${SERVER_TOKENS:-128} --rounds ${SERVER_ROUNDS:-3} --native "$prefix" --threads "$(nproc)" \
+    --json "$out/bench_server.json" 2>&1 | tee "$out/bench_server.log"
 }
 
 # Experiments behind the defaults (BENCHMARKS.md), each against the defaults: sampling on one

@@ -5,10 +5,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
-import itertools
 import os
 import threading
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
@@ -16,7 +15,8 @@ from . import _chat, _core, _model, _openai, _registry, _request
 from ._arguments import ChatArgs, ChatOptions
 from ._errors import with_api
 from ._model import ModelView
-from ._replies import RenderedChat, ReplyParser
+from ._pool_jobs import Job, PoolStream, chat_stream
+from ._replies import RenderedChat
 from ._validate import require_int
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
@@ -25,47 +25,6 @@ from .sampling import SamplingParams
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-
-class _Job:
-    """One request's journey through the scheduler: its future, its optional stream of
-    pieces (delivered to an event loop or a thread-safe queue), and its cancel flag."""
-
-    _ids = itertools.count()
-
-    def __init__(self, api: str, request: _core.GenerationRequest, on_piece: Any = None) -> None:
-        self.api = f"LlamaPool.{api}"  # named on the request's errors
-        self.request = request
-        request.stream = on_piece is not None
-        self.future: concurrent.futures.Future[_core.GenerationResult] = concurrent.futures.Future()
-        self.on_piece = on_piece
-        self.cancelled = threading.Event()
-        self.number = next(self._ids)
-
-    def _deliver(self, item: Any) -> None:
-        # The consumer may be gone (its event loop closed after it left a stream early): the
-        # request is then cancelled, and the scheduler carries on with the others.
-        if self.on_piece is None:
-            return
-        try:
-            self.on_piece(item)
-        except Exception:
-            self.on_piece = None
-            self.cancelled.set()
-
-    def emit(self, text: str) -> None:
-        if text:
-            self._deliver(text)
-
-    def finish(self, result: _core.GenerationResult) -> None:
-        if not self.future.done():
-            self.future.set_result(result)
-        self._deliver(None)
-
-    def fail(self, error: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(error)
-        self._deliver(error)
 
 
 class LlamaPool(_chat.ChatTemplateMethods):
@@ -123,7 +82,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         self._engine: _core.BatchEngine | None = _core.BatchEngine(context, sampling_threads)
         self._context: _core.Context | None = context
         self._cond = threading.Condition()
-        self._pending: collections.deque[_Job] = collections.deque()
+        self._pending: collections.deque[Job] = collections.deque()
         self._thread = threading.Thread(target=self._schedule, name="llama-cpp-pool", daemon=True)
         self._thread.start()
         _registry.register(self, close_first=True)  # its scheduler stops before any model goes
@@ -156,6 +115,11 @@ class LlamaPool(_chat.ChatTemplateMethods):
         """Requests decoding now (each holds one of the ``pool_size`` sequences); 0 once closed."""
         engine = self._engine
         return 0 if engine is None else int(engine.active)
+
+    @property
+    def waiting(self) -> int:
+        """Requests queued for a sequence, in arrival order (not yet decoding)."""
+        return len(self._pending)
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters of the pool's context, all requests together (the keys of
@@ -219,7 +183,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
 
     # ---- the scheduler -------------------------------------------------------------------------
 
-    def _enqueue(self, job: _Job) -> _Job:
+    def _enqueue(self, job: Job) -> Job:
         with self._cond:
             if self._closed:
                 raise LlamaError("[LlamaPool] the pool is closed")
@@ -229,7 +193,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         return job
 
     def _schedule(self) -> None:
-        active: dict[int, _Job] = {}
+        active: dict[int, Job] = {}
         engine = self._require_engine("scheduler")  # close() drops it only once this thread has ended
         try:
             self._serve(engine, active)
@@ -248,14 +212,14 @@ class LlamaPool(_chat.ChatTemplateMethods):
         for job in pending:
             job.fail(error)
 
-    def _serve(self, engine: _core.BatchEngine, active: dict[int, _Job]) -> None:
+    def _serve(self, engine: _core.BatchEngine, active: dict[int, Job]) -> None:
         while True:
             with self._cond:
                 while not self._closed and not self._pending and not active:
                     self._cond.wait()
                 if self._closed:
                     break
-                admitted: list[_Job] = []
+                admitted: list[Job] = []
                 while self._pending and len(active) + len(admitted) < self.pool_size:
                     admitted.append(self._pending.popleft())
             starting = []
@@ -294,7 +258,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
                 self._dispatch(active, event)
 
     @staticmethod
-    def _dispatch(active: dict[int, _Job], event: _core.SlotEvent) -> None:
+    def _dispatch(active: dict[int, Job], event: _core.SlotEvent) -> None:
         job = active[event.slot]
         job.emit(event.text)
         if event.finished:
@@ -335,7 +299,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         grammar: LlamaGrammar | None = None,
     ) -> concurrent.futures.Future[str]:
         """Queues a generation; the future's result is the text (for threaded code)."""
-        job = self._enqueue(_Job("submit", self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
+        job = self._enqueue(Job("submit", self._request("submit", prompt, max_tokens, sampling, stop, grammar)))
         text: concurrent.futures.Future[str] = concurrent.futures.Future()
 
         def done(f: concurrent.futures.Future[_core.GenerationResult]) -> None:
@@ -348,13 +312,13 @@ class LlamaPool(_chat.ChatTemplateMethods):
         job.future.add_done_callback(done)
         return text
 
-    def _cancel(self, job: _Job) -> None:
+    def _cancel(self, job: Job) -> None:
         job.cancelled.set()
         self._interrupt()
         with self._cond:
             self._cond.notify()
 
-    async def _await(self, job: _Job) -> _core.GenerationResult:
+    async def _await(self, job: Job) -> _core.GenerationResult:
         try:
             return await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
@@ -372,7 +336,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
     ) -> str:
         """Generates a continuation of ``prompt`` (the arguments of :meth:`Llama.generate`).
         Cancelling the awaiting task frees the request's sequence at the next step."""
-        job = self._enqueue(_Job("generate", self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
+        job = self._enqueue(Job("generate", self._request("generate", prompt, max_tokens, sampling, stop, grammar)))
         return str((await self._await(job)).text)
 
     async def generate_batch(
@@ -404,7 +368,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         (``async for piece in pool.generate_stream(...)``). Arguments are checked now; the
         request is queued when iteration starts. Leaving the loop early frees the request's
         sequence at the next step."""
-        return _Stream(self._enqueue, self._cancel, "generate_stream",
+        return PoolStream(self._enqueue, self._cancel, "generate_stream",
                        self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
 
     async def create_chat_completion(
@@ -420,8 +384,8 @@ class LlamaPool(_chat.ChatTemplateMethods):
                                 chat.grammar, chat.logprobs, chat.rendered)
         name, replies = options.model or self._view.model_path, chat.rendered.replies
         if options.stream:
-            return _chat_stream(_Stream(self._enqueue, self._cancel, "create_chat_completion", request), name, replies)
-        job = self._enqueue(_Job("create_chat_completion", request))
+            return chat_stream(PoolStream(self._enqueue, self._cancel, "create_chat_completion", request), name, replies)
+        job = self._enqueue(Job("create_chat_completion", request))
         result = await self._await(job)
         pieces = self._view.piece_texts(result) if options.logprobs else None
         return _openai.chat_completion(result, name, pieces, replies)
@@ -436,62 +400,3 @@ class LlamaPool(_chat.ChatTemplateMethods):
                                   "use create_chat_completion(stream=True) per conversation")
         replies = await asyncio.gather(*(self.create_chat_completion(c, **kwargs) for c in conversations))
         return [cast("dict[str, Any]", reply) for reply in replies]  # never streams: checked above
-
-
-class _Stream:
-    """The pieces of one pool request as an async iterator. The request is queued on the
-    first iteration; leaving early (break, an exception, or ``aclose()``) cancels it, which
-    frees its sequence at the scheduler's next step."""
-
-    def __init__(
-        self,
-        enqueue: Callable[[_Job], _Job],
-        cancel: Callable[[_Job], None],
-        api: str,
-        request: _core.GenerationRequest,
-    ) -> None:
-        self._enqueue, self._cancel = enqueue, cancel  # the pool's
-        self._api, self._request = api, request
-        self._pieces: AsyncGenerator[str, None] | None = None
-        self.result: Any = None
-
-    def __aiter__(self) -> _Stream:
-        return self
-
-    async def __anext__(self) -> str:
-        if self._pieces is None:
-            self._pieces = self._run()
-        return await self._pieces.__anext__()
-
-    async def aclose(self) -> None:
-        """Cancels the request if it is still running."""
-        if self._pieces is not None:
-            await self._pieces.aclose()
-
-    async def _run(self) -> AsyncGenerator[str, None]:
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        job = self._enqueue(_Job(self._api, self._request,
-                                 lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
-        try:
-            while True:
-                item = await queue.get()
-                if item is None:
-                    self.result = job.future.result()
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not job.future.done():
-                self._cancel(job)
-
-
-async def _chat_stream(pieces: _Stream, model: str, replies: ReplyParser) -> AsyncIterator[dict[str, Any]]:
-    chunks = _openai.ChatChunks(model, replies)
-    yield chunks.start()
-    async for piece in pieces:
-        for chunk in chunks.piece(piece):
-            yield chunk
-    for chunk in chunks.end(pieces.result):
-        yield chunk

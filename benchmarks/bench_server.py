@@ -1,0 +1,233 @@
+"""The HTTP server under N concurrent streaming clients, against the same requests through
+LlamaPool directly.
+
+    python benchmarks/bench_server.py --model models/SmolLM2-135M-Instruct.Q4_1.gguf --clients 8 --max-tokens 32
+    python benchmarks/bench_server.py --url http://127.0.0.1:8000 --model models/m.gguf --clients 64   # a running server
+
+Each client streams one /v1/completions request (greedy; with --model, end-of-generation is
+masked so every request makes exactly --max-tokens tokens). Reported: aggregate generated tokens per second
+(first request sent to last token received), time to first token p50/p99 and the latency
+between streamed pieces p50/p99. With --model, the server is started here (--pool-size =
+--clients unless given) and, unless --no-direct, each round then runs the same requests through
+a LlamaPool in this process for the ratio "server / direct" (what the HTTP layer costs; only
+one of the two decodes at a time). ``decode_tok_s`` counts only the decode phase (from the
+moment every client has its first piece to the last piece), as llama-batched-bench's S_TG
+does; ``--native PREFIX`` runs that llama-batched-bench at the same shape for the ratios. The
+medians over --rounds are printed last, as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import httpx
+
+PROMPT = "Write a long story about a lighthouse keeper named"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))] if ordered else float("nan")
+
+
+@dataclass
+class ClientRun:
+    sent: float  # when the request went out
+    arrivals: list[float]  # when each piece of text arrived
+    tokens: int  # generated tokens (the usage chunk)
+
+
+async def one_client(http: httpx.AsyncClient, i: int, max_tokens: int, bias: dict[str, float]) -> ClientRun:
+    body = {"prompt": f"{PROMPT} {i}", "max_tokens": max_tokens, "temperature": 0, "stream": True,
+            "logit_bias": bias, "stream_options": {"include_usage": True}}
+    run = ClientRun(time.perf_counter(), [], 0)
+    async with http.stream("POST", "/v1/completions", json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: ") or line == "data: [DONE]":
+                continue
+            event = json.loads(line[6:])
+            if event.get("usage"):
+                run.tokens = event["usage"]["completion_tokens"]
+            elif event["choices"] and event["choices"][0]["text"]:
+                run.arrivals.append(time.perf_counter())
+    return run
+
+
+async def drive(url: str, clients: int, max_tokens: int, bias: dict[str, float], api_key: str | None) -> dict[str, float]:
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    limits = httpx.Limits(max_connections=clients + 4, max_keepalive_connections=clients + 4)
+    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as http:
+        await one_client(http, -1, 4, bias)  # warm-up
+        start = time.perf_counter()
+        runs = await asyncio.gather(*(one_client(http, i, max_tokens, bias) for i in range(clients)))
+    end = max(r.arrivals[-1] for r in runs if r.arrivals)
+    ttft = [r.arrivals[0] - r.sent for r in runs if r.arrivals]
+    itl = [b - a for r in runs for a, b in zip(r.arrivals, r.arrivals[1:])]
+    tokens = sum(r.tokens for r in runs)
+    # The decode phase as llama-batched-bench's S_TG counts it: from the moment every client
+    # has its first piece (all prompts in) to the last piece, the tokens generated in between.
+    decoding = max(r.arrivals[0] for r in runs if r.arrivals)
+    after = sum(sum(1 for t in r.arrivals if t > decoding) for r in runs)
+    pieces = sum(len(r.arrivals) for r in runs)
+    return {"tok_s": tokens / (end - start), "decode_tok_s": tokens * after / pieces / (end - decoding),
+            "tokens": tokens, "ttft_p50_ms": 1000 * percentile(ttft, 50),
+            "ttft_p99_ms": 1000 * percentile(ttft, 99), "itl_p50_ms": 1000 * percentile(itl, 50),
+            "itl_p99_ms": 1000 * percentile(itl, 99)}
+
+
+async def direct(pool: object, clients: int, max_tokens: int) -> float:
+    """The same requests through ``pool`` (a LlamaPool) in this process: generated tok/s."""
+    from llama_cpp import LlamaPool, SamplingParams
+
+    assert isinstance(pool, LlamaPool)
+    llm = pool.llama
+    sampling = SamplingParams(temperature=0, logit_bias={t: float("-inf") for t in range(llm.n_vocab())
+                                                         if llm.is_eog(t)})
+
+    async def one(i: int) -> int:
+        n = 0
+        async for _ in pool.generate_stream(f"{PROMPT} {i}", max_tokens, sampling=sampling):
+            n += 1
+        return n
+
+    start = time.perf_counter()
+    await asyncio.gather(*(one(i) for i in range(clients)))
+    return clients * max_tokens / (time.perf_counter() - start)
+
+
+async def rounds(args: argparse.Namespace, url: str, bias: dict[str, float]) -> list[dict[str, float]]:
+    """``args.rounds`` rounds of: the server under the clients, then (with --model) the same
+    requests through a LlamaPool here; only one of the two decodes at a time."""
+    from contextlib import AsyncExitStack
+
+    out = []
+    async with AsyncExitStack() as stack:
+        pool = None
+        if args.model and not args.no_direct:
+            from llama_cpp import LlamaPool
+
+            pool = await stack.enter_async_context(LlamaPool(
+                args.model, pool_size=args.pool_size, n_ctx=args.n_ctx, n_gpu_layers=args.n_gpu_layers, warmup=True))
+        for _ in range(args.rounds):
+            result = await drive(url, args.clients, args.max_tokens, bias, args.api_key)
+            if pool is not None:
+                result["direct_tok_s"] = await direct(pool, args.clients, args.max_tokens)
+                result["ratio"] = result["tok_s"] / result["direct_tok_s"]
+            print(json.dumps({k: round(v, 3) for k, v in result.items()}), flush=True)
+            out.append(result)
+    return out
+
+
+def eog_bias(model: str) -> dict[str, float]:
+    from llama_cpp import Llama
+
+    with Llama(model, vocab_only=True) as llm:
+        return {str(t): -100.0 for t in range(llm.n_vocab()) if llm.is_eog(t)}
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str]:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--port", str(port),
+                             "--pool-size", str(args.pool_size), "--n-ctx", str(args.n_ctx),
+                             "-ngl", str(args.n_gpu_layers), "--log-level", "warning"])
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}")
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not become ready")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="the served GGUF: masks end-of-generation, runs the direct comparison, "
+                                        "and without --url starts the server")
+    parser.add_argument("--url", help="a running server (default: start one for --model)")
+    parser.add_argument("--api-key", default=os.environ.get("LLAMA_API_KEY"))
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--pool-size", type=int, default=None, help="default: --clients")
+    parser.add_argument("--n-ctx", type=int, default=None, help="per request (default: max tokens + 64)")
+    parser.add_argument("-ngl", "--n-gpu-layers", type=int, default=-1)
+    parser.add_argument("--no-direct", action="store_true", help="skip the LlamaPool comparison")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of server then direct; medians (default 3)")
+    parser.add_argument("--native", metavar="PREFIX", help="a llama.cpp prefix: also run its llama-batched-bench "
+                        "(npp = this prompt's tokens, ntg = --max-tokens, npl = --clients) and report server / S_TG")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="llama-batched-bench -t")
+    parser.add_argument("--json", help="write the summary here too")
+    args = parser.parse_args()
+    if not args.model and not args.url:
+        parser.error("give --model (start a server here) or --url (a running server)")
+    args.pool_size = args.pool_size or args.clients
+    args.n_ctx = args.n_ctx or args.max_tokens + 64
+    bias = eog_bias(args.model) if args.model else {}
+    proc = None
+    if args.url is None:
+        proc, url = start_server(args)
+    else:
+        url = args.url.rstrip("/")
+    try:
+        results = asyncio.run(rounds(args, url, bias))
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait()
+    summary: dict[str, float] = {k: statistics.median(r[k] for r in results) for k in results[0]}
+    if args.native:
+        summary.update(native_s_tg(args))
+        summary["server_vs_native"] = summary["tok_s"] / summary["native_s_tg"]
+        summary["server_decode_vs_native"] = summary["decode_tok_s"] / summary["native_s_tg"]
+    print(f"server: {args.clients} streaming clients x {args.max_tokens} tokens, median of {args.rounds} round(s): "
+          f"{summary['tok_s']:.1f} tok/s; TTFT p50 {summary['ttft_p50_ms']:.1f} ms, p99 {summary['ttft_p99_ms']:.1f} ms; "
+          f"inter-token p50 {summary['itl_p50_ms']:.2f} ms, p99 {summary['itl_p99_ms']:.2f} ms")
+    if "ratio" in summary:
+        print(f"LlamaPool directly: {summary['direct_tok_s']:.1f} tok/s; server / direct = {summary['ratio']:.3f} "
+              f"(median of the rounds' ratios)")
+    if "native_s_tg" in summary:
+        print(f"native llama-batched-bench S_TG at {args.clients}: {summary['native_s_tg']:.1f} tok/s (decode only, "
+              f"prompts excluded); server / native = {summary['server_vs_native']:.3f} end to end (prompts included), "
+              f"{summary['server_decode_vs_native']:.3f} in the decode phase")
+    line = json.dumps({"clients": args.clients, "max_tokens": args.max_tokens, "pool_size": args.pool_size,
+                       "rounds": args.rounds, **{k: round(v, 3) for k, v in summary.items()}})
+    print(line)
+    if args.json:
+        with open(args.json, "w") as f:
+            f.write(line + "\n")
+
+
+def native_s_tg(args: argparse.Namespace) -> dict[str, float]:
+    """llama-batched-bench at --clients parallel, the same prompt length and --max-tokens:
+    its S_TG (generated tok/s, prompt processing excluded), and the server's tok/s over it."""
+    from pathlib import Path
+
+    from bench_pool import native  # this folder's pool benchmark runs llama-batched-bench the same way
+
+    from llama_cpp import Llama
+
+    with Llama(args.model, vocab_only=True) as llm:
+        npp = llm.n_tokens(f"{PROMPT} 0")
+    s_tg = native(Path(args.native), Path(args.model), 99 if args.n_gpu_layers < 0 else args.n_gpu_layers, npp,
+                  args.max_tokens, [args.clients], args.threads)[args.clients]
+    return {"native_s_tg": s_tg, "server_vs_native": 0.0}
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""A ``LlamaPool`` request on its way through the scheduler (:class:`Job`) and the async
+iterators that stream its pieces (:class:`PoolStream`) and chat chunks (:func:`chat_stream`)."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import itertools
+import threading
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from typing import Any
+
+from . import _core, _openai
+from ._replies import ReplyParser
+
+
+class Job:
+    """One request's journey through the scheduler: its future, its optional stream of
+    pieces (delivered to an event loop or a thread-safe queue), and its cancel flag."""
+
+    _ids = itertools.count()
+
+    def __init__(self, api: str, request: _core.GenerationRequest, on_piece: Any = None) -> None:
+        self.api = f"LlamaPool.{api}"  # named on the request's errors
+        self.request = request
+        request.stream = on_piece is not None
+        self.future: concurrent.futures.Future[_core.GenerationResult] = concurrent.futures.Future()
+        self.on_piece = on_piece
+        self.cancelled = threading.Event()
+        self.number = next(self._ids)
+
+    def _deliver(self, item: Any) -> None:
+        # The consumer may be gone (its event loop closed after it left a stream early): the
+        # request is then cancelled, and the scheduler carries on with the others.
+        if self.on_piece is None:
+            return
+        try:
+            self.on_piece(item)
+        except Exception:
+            self.on_piece = None
+            self.cancelled.set()
+
+    def emit(self, text: str) -> None:
+        if text:
+            self._deliver(text)
+
+    def finish(self, result: _core.GenerationResult) -> None:
+        if not self.future.done():
+            self.future.set_result(result)
+        self._deliver(None)
+
+    def fail(self, error: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(error)
+        self._deliver(error)
+
+
+class PoolStream:
+    """The pieces of one pool request as an async iterator. The request is queued on the
+    first iteration; leaving early (break, an exception, or ``aclose()``) cancels it, which
+    frees its sequence at the scheduler's next step. Once the last piece is out, ``result``
+    is the request's ``GenerationResult`` (``n_prompt_tokens``, ``tokens``, ``finish_reason``)."""
+
+    def __init__(
+        self,
+        enqueue: Callable[[Job], Job],
+        cancel: Callable[[Job], None],
+        api: str,
+        request: _core.GenerationRequest,
+    ) -> None:
+        self._enqueue, self._cancel = enqueue, cancel  # the pool's
+        self._api, self._request = api, request
+        self._pieces: AsyncGenerator[str, None] | None = None
+        self.result: Any = None
+
+    def __aiter__(self) -> PoolStream:
+        return self
+
+    async def __anext__(self) -> str:
+        if self._pieces is None:
+            self._pieces = self._run()
+        return await self._pieces.__anext__()
+
+    async def aclose(self) -> None:
+        """Cancels the request if it is still running."""
+        if self._pieces is not None:
+            await self._pieces.aclose()
+
+    async def _run(self) -> AsyncGenerator[str, None]:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Any] = asyncio.Queue()
+        job = self._enqueue(Job(self._api, self._request,
+                                 lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
+        try:
+            while True:
+                item = await queue.get()
+                if item is None:
+                    self.result = job.future.result()
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            if not job.future.done():
+                self._cancel(job)
+
+
+async def chat_stream(pieces: PoolStream, model: str, replies: ReplyParser) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.ChatChunks(model, replies)
+    try:
+        yield chunks.start()
+        async for piece in pieces:
+            for chunk in chunks.piece(piece):
+                yield chunk
+        for chunk in chunks.end(pieces.result):
+            yield chunk
+    finally:  # closed early: the request is cancelled now, not when the generator is collected
+        await pieces.aclose()

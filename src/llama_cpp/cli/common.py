@@ -1,0 +1,117 @@
+"""Flags and helpers shared by the commands: the model flags, sampling flags, and a progress
+indicator on stderr that shows only on a terminal."""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from ..sampling import SamplingParams
+
+
+def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int | None = 4096) -> None:
+    """``-m/--model``, ``-c/--n-ctx``, ``-ngl/--n-gpu-layers``, ``-t/--threads``, ``--chat-format``."""
+    parser.add_argument("-m", "--model", required=True, help="GGUF file")
+    parser.add_argument("-c", "--n-ctx", "--n_ctx", dest="n_ctx", type=int, default=n_ctx,
+                        help=f"context length in tokens (default {n_ctx})")
+    parser.add_argument("-ngl", "--n-gpu-layers", "--n_gpu_layers", dest="n_gpu_layers", type=int, default=-1,
+                        help="layers offloaded to the GPU (default -1: all)")
+    parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
+    parser.add_argument("--chat-format", help="a llama.cpp built-in chat template instead of the model's")
+    parser.add_argument("-v", "--verbose", action="store_true", help="timings and token counts on stderr")
+
+
+def model_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``LlamaConfig`` fields the model flags set."""
+    out: dict[str, Any] = {"n_gpu_layers": args.n_gpu_layers}
+    for name in ("n_ctx", "n_threads", "chat_format"):
+        value = getattr(args, name, None)
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def add_sampling_arguments(parser: argparse.ArgumentParser, max_tokens: int = 256) -> None:
+    """``-n``, ``--temp``, ``--top-k``, ``--top-p``, ``--min-p``, ``--repeat-penalty``, ``--seed``."""
+    parser.add_argument("-n", "--max-tokens", "--n-predict", dest="max_tokens", type=int, default=max_tokens,
+                        help=f"most tokens to generate (default {max_tokens})")
+    parser.add_argument("--temp", "--temperature", dest="temperature", type=float, default=None,
+                        help="temperature (0: greedy; default: the model family's recommendation)")
+    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--top-p", type=float, default=None)
+    parser.add_argument("--min-p", type=float, default=None)
+    parser.add_argument("--repeat-penalty", type=float, default=None)
+    parser.add_argument("--seed", type=int, default=None, help="sampling seed (reproducible output)")
+
+
+def sampling_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampling flags that were given."""
+    names = ("temperature", "top_k", "top_p", "min_p", "repeat_penalty", "seed")
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def sampling_for(llm: Any, args: argparse.Namespace, thinking: bool | None = None) -> SamplingParams:
+    """The family's recommended sampling with the given flags on top."""
+    from dataclasses import replace
+
+    base = llm.recommended_sampling(thinking) if hasattr(llm, "recommended_sampling") else SamplingParams()
+    return replace(base, **sampling_overrides(args))
+
+
+def thinking_flag(value: str | None) -> bool | None:
+    """``--think on|off|auto`` as ``thinking``."""
+    return {"on": True, "off": False}.get(value or "auto")
+
+
+@contextmanager
+def progress(message: str, stream: Any = None) -> Iterator[None]:
+    """A spinner with elapsed seconds on stderr while the block runs, cleared afterwards; nothing
+    when stderr is not a terminal (piped output stays clean)."""
+    stream = stream or sys.stderr
+    if not stream.isatty():
+        yield
+        return
+    done = threading.Event()
+    started = time.monotonic()
+
+    def spin() -> None:
+        for frame in itertools.cycle("|/-\\"):
+            stream.write(f"\r{frame} {message} {time.monotonic() - started:4.1f} s")
+            stream.flush()
+            if done.wait(0.1):
+                break
+        stream.write("\r\033[K")
+        stream.flush()
+
+    thread = threading.Thread(target=spin, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()
+
+
+def load(cls: Any, args: argparse.Namespace, **fields: Any) -> Any:
+    """``cls(args.model, ...)`` behind a progress indicator; with ``-v`` reports the load time."""
+    started = time.monotonic()
+    with progress(f"loading {args.model}"):
+        llm = cls(args.model, **{**model_fields(args), **fields})
+    if getattr(args, "verbose", False):
+        print(f"[loaded in {time.monotonic() - started:.2f} s]", file=sys.stderr)
+    return llm
+
+
+def read_prompt(value: str | None) -> str:
+    """The prompt: the argument, or stdin when it is ``-`` or missing and stdin is piped."""
+    if value == "-" or (value is None and not sys.stdin.isatty()):
+        return sys.stdin.read().removesuffix("\n")
+    if value is None:
+        raise SystemExit("error: give a prompt (-p TEXT, or pipe it on stdin)")
+    return value

@@ -1,0 +1,119 @@
+"""Server-sent events and client disconnects.
+
+A stream is an async generator of SSE ``data:`` payloads ending with ``[DONE]``; an error
+after the headers went out is sent as ``data: {"error": ...}`` and ends the stream (the OpenAI
+SDK raises it). When the client goes away, sse-starlette cancels the generator: its ``finally``
+closes the pool's stream, which frees the request's sequence at the pool's next step. A
+request that does not stream races its work against the client's disconnect
+(:func:`until_disconnect`), so a client that gives up frees its sequence too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from sse_starlette import EventSourceResponse
+from starlette.requests import Request
+
+from .errors import from_exception
+from .metrics import Metrics
+
+T = TypeVar("T")
+
+
+def dumps(payload: Any) -> str:
+    """Compact JSON, UTF-8 as is."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
+
+
+def sse_response(events: AsyncIterator[str], ping_s: float) -> EventSourceResponse:
+    """``text/event-stream`` of ``data: <event>\\n\\n`` frames, with keep-alive comments every
+    ``ping_s`` seconds while the stream waits (the SDK skips comments)."""
+    return EventSourceResponse(events, sep="\n", ping=ping_s, headers={"Cache-Control": "no-cache"})
+
+
+class StreamStats:
+    """Times and text of one streamed reply, for the metrics: time to first token and the
+    latency between pieces."""
+
+    def __init__(self, metrics: Metrics, model: str, started: float) -> None:
+        self.metrics, self.model, self.started = metrics, model, started
+        self.last: float | None = None
+        self.parts: list[str] = []
+
+    def piece(self, text: str) -> None:
+        """Records a piece of generated text arriving now."""
+        if not text:
+            return
+        now = time.monotonic()
+        if self.last is None:
+            self.metrics.observe("time_to_first_token_seconds", now - self.started, model=self.model)
+        else:
+            self.metrics.observe("inter_token_latency_seconds", now - self.last, model=self.model)
+        self.last = now
+        self.parts.append(text)
+
+    @property
+    def text(self) -> str:
+        """All the text so far."""
+        return "".join(self.parts)
+
+
+async def events(
+    chunks: AsyncIterator[dict[str, Any]],
+    on_chunk: Callable[[dict[str, Any]], None],
+    finish: Callable[[str], list[dict[str, Any]]],
+    close: Callable[[], Awaitable[None]],
+) -> AsyncIterator[str]:
+    """The SSE payloads of a stream of chunks: each chunk (``on_chunk`` sees it first), then
+    the chunks ``finish("ok")`` adds (a usage chunk), then ``[DONE]``. ``finish`` is called
+    with ``"error"`` or ``"cancelled"`` when the stream ends otherwise; ``close`` always runs."""
+    outcome = "cancelled"
+    try:
+        try:
+            async for chunk in chunks:
+                on_chunk(chunk)
+                yield dumps(chunk)
+        except Exception as exc:  # the headers went out: the error travels in the stream
+            outcome = "error"
+            yield dumps(from_exception(exc).body())
+            return
+        outcome = "ok"
+        for extra in finish("ok"):
+            yield dumps(extra)
+        yield "[DONE]"
+    finally:
+        if outcome != "ok":
+            finish(outcome)
+        await close()  # last: under cancellation, an await here may be interrupted
+
+
+async def _disconnected(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def until_disconnect(request: Request, work: Awaitable[T]) -> tuple[bool, T | None]:
+    """Runs ``work`` unless the client disconnects first, in which case ``work`` is cancelled
+    (a pool request then frees its sequence). Returns (finished, result)."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if not task.done() or task.cancelled():
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        return False, None
+    return True, task.result()

@@ -1,0 +1,135 @@
+"""``python -m llama_cpp``: every command as users run it, in a subprocess with piped
+stdin/stdout (so no progress indicator may appear)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import httpx
+
+from conftest import real_weights
+from server_process import ServerProcess
+
+
+def cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "llama_cpp", *args], input=stdin, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_help_lists_the_commands():
+    out = cli("--help")
+    assert out.returncode == 0
+    for command in ("generate", "chat", "embed", "serve", "bench", "info"):
+        assert command in out.stdout
+
+
+@real_weights
+def test_generate_streams_text_and_reports_json(smollm2_path):
+    raw = cli("generate", "-m", str(smollm2_path), "--raw", "-n", "8", "--temp", "0", "The capital of France is")
+    assert raw.returncode == 0, raw.stderr
+    assert raw.stdout.startswith(" Paris") and raw.stderr == ""  # piped: no spinner, no timings
+    piped = cli("generate", "-m", str(smollm2_path), "--raw", "-n", "8", "--temp", "0", "--json",
+                stdin="The capital of France is\n")
+    result = json.loads(piped.stdout)
+    assert result["text"] == raw.stdout.rstrip("\n") and result["completion_tokens"] == 8
+    chat = cli("generate", "-m", str(smollm2_path), "-n", "16", "--temp", "0", "-v", "-p", "Say hi")
+    assert chat.returncode == 0 and chat.stdout.strip() and "<|im_" not in chat.stdout
+    assert "tok/s" in chat.stderr and "loaded in" in chat.stderr
+
+
+def test_generate_reports_bad_arguments(smollm2_path):
+    out = cli("generate", "-m", str(smollm2_path), "-n", "0", "--raw", "Hello")
+    assert out.returncode == 1 and "max_tokens=0" in out.stderr
+    missing = cli("generate", "-m", "does-not-exist.gguf", "Hello")
+    assert missing.returncode == 1 and "does-not-exist.gguf" in missing.stderr
+
+
+@real_weights
+def test_chat_keeps_history_and_resets(smollm2_path):
+    out = cli("chat", "-m", str(smollm2_path), "-n", "12", "--temp", "0",
+              stdin="Hello\nHello\n/reset\nHello\n/think on\n/exit\nnever read\n")
+    assert out.returncode == 0, out.stderr
+    replies = out.stdout.splitlines()
+    assert len(replies) == 3 and all(replies)
+    assert replies[2] == replies[0]  # after /reset the conversation starts over (greedy)
+    assert "[conversation reset]" in out.stderr
+    assert "cannot be turned on" in out.stderr  # SmolLM2 has no reasoning
+
+
+def test_embed_prints_unit_vectors(smollm2_path):
+    out = cli("embed", "-m", str(smollm2_path), stdin="first text\nsecond text\n")
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert [r["text"] for r in rows] == ["first text", "second text"]
+    assert all(len(r["embedding"]) == 576 and abs(sum(x * x for x in r["embedding"]) - 1) < 1e-3 for r in rows)
+
+
+@real_weights
+def test_info_and_bench(smollm2_path):
+    info = json.loads(cli("info", "-m", str(smollm2_path), "--json").stdout)
+    assert info["family"] == "SMOLLM2" and info["architecture"] == "llama"
+    assert info["n_ctx_train"] == 8192 and info["n_embd"] == 576 and info["n_vocab"] == 49152
+    assert "im_start" in info["chat_template"] and info["thinking"] == "none"
+    text = cli("info", "-m", str(smollm2_path)).stdout
+    assert "family       SMOLLM2" in text and "ggml backends" in text
+    bench = cli("bench", "-m", str(smollm2_path), "-p", "32", "-n", "8", "-r", "1", "--json")
+    assert bench.returncode == 0, bench.stderr
+    result = json.loads(bench.stdout)
+    assert result["prompt_tok_s"] > 0 and result["decode_tok_s"] > 0 and result["n_gen"] == 8
+
+
+@real_weights
+def test_serve_is_the_server(smollm2_path):
+    server = ServerProcess("--model", str(smollm2_path), "--n-ctx", "256", "--pool-size", "2",
+                           command=("-m", "llama_cpp", "serve"))
+    try:
+        server.wait_ready()
+        reply = httpx.post(f"{server.url}/v1/completions", json={"prompt": "Hello", "max_tokens": 3}, timeout=60)
+    finally:
+        server.stop()
+    assert reply.status_code == 200 and reply.json()["usage"]["completion_tokens"] == 3
+
+
+@real_weights
+def test_the_core_and_the_cli_need_no_web_dependency(run_python, smollm2_path):
+    out = run_python(f"""
+        import sys
+        for name in ("fastapi", "starlette", "uvicorn", "sse_starlette", "pydantic", "httpx"):
+            sys.modules[name] = None  # importing any of them now raises ImportError
+        import llama_cpp
+        from llama_cpp.cli import main
+        assert main(["info", "-m", {str(smollm2_path)!r}, "--json"]) == 0
+        try:
+            import llama_cpp.server
+        except ImportError as e:
+            print("server needs:", e)
+    """)
+    assert out.returncode == 0, out.stderr
+    assert '"family": "SMOLLM2"' in out.stdout and "server needs:" in out.stdout
+
+
+@real_weights
+def test_progress_shows_on_a_terminal_only(smollm2_path):
+    import os
+    import pty
+
+    master, slave = pty.openpty()  # stderr is a terminal, stdout a pipe
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp", "generate", "-m", str(smollm2_path), "--raw", "-n", "4",
+                             "Hello"], stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
+    os.close(slave)
+    stdout, _ = proc.communicate(timeout=300)
+    terminal = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:  # the terminal's other end is closed
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    os.close(master)
+    assert proc.returncode == 0
+    assert b"loading " in terminal and b"processing the prompt" in terminal and terminal.endswith(b"\x1b[K")
+    assert b"loading" not in stdout and stdout.strip()
