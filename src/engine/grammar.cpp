@@ -155,7 +155,7 @@ std::string with_token_placeholders(const std::string& gbnf) {
             const size_t stop = std::min(j + 1, gbnf.size());
             out.append(gbnf, i, stop - i);
             i = stop - 1;
-        } else if (c == '<' && i + 1 < gbnf.size() && gbnf[i + 1] != '[') {
+        } else if (c == '<' && (i + 1 == gbnf.size() || gbnf[i + 1] != '[')) {
             const size_t end = gbnf.find('>', i + 1);
             if (end == std::string::npos) throw ValidationError("[LlamaGrammar] invalid grammar: token reference "
                                                                 "without its closing '>'");
