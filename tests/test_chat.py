@@ -108,6 +108,8 @@ def test_streamed_chat_chunks(smollm2):
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     full = smollm2.create_chat_completion(MESSAGES, max_tokens=12, temperature=0)
     assert text == full["choices"][0]["message"]["content"]
+    assert chunks[-1]["usage"] == full["usage"]  # the last chunk carries the decoded token counts
+    assert all("usage" not in c for c in chunks[:-1])
 
 
 def test_content_parts_and_system(smollm2):

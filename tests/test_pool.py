@@ -269,6 +269,7 @@ def test_streamed_chat_completion(pool):
     assert chunks[-1]["choices"][0]["finish_reason"] == whole["choices"][0]["finish_reason"]
     text = "".join(c["choices"][0]["delta"].get("content", "") for c in chunks)
     assert text == whole["choices"][0]["message"]["content"] and text
+    assert chunks[-1]["usage"] == whole["usage"]
 
 
 def test_chat_batch(pool):

@@ -147,7 +147,8 @@ def _delta(item: dict[str, Any]) -> dict[str, Any]:
 class ChatChunks:
     """Makes the ``chat.completion.chunk`` dicts of one streamed reply: the role first, then
     the deltas the reply's parser finds in each piece (``content``, ``reasoning_content`` or
-    ``tool_calls`` as OpenAI streams them), then an empty delta with the finish reason."""
+    ``tool_calls`` as OpenAI streams them), then an empty delta with the finish reason and the
+    request's ``usage``."""
 
     def __init__(self, model: str, replies: ReplyParser) -> None:
         self.id, self.created, self.model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model
@@ -171,7 +172,9 @@ class ChatChunks:
     def end(self, result: _core.GenerationResult) -> list[dict[str, Any]]:
         deltas, message = self._deltas.finish()
         chunks = [self._chunk(_delta(d), None) for d in deltas]
-        chunks.append(self._chunk({}, _chat_finish_reason(result, message)))
+        last = self._chunk({}, _chat_finish_reason(result, message))
+        last["usage"] = _usage(result)  # the decoded token counts, as llama-server's last chunk has them
+        chunks.append(last)
         return chunks
 
 

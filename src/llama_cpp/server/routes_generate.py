@@ -71,20 +71,21 @@ async def chat_completions(body: ChatCompletionRequest, request: Request) -> Res
     except BaseException:
         ticket.release()
         raise
-    # The chat stream reports no token counts: the prompt is rendered again to count its tokens.
-    prompt_tokens = pool.llama.n_tokens(pool.format_chat(
-        body.messages, tools=body.tools, thinking=body.thinking, tool_choice=body.tool_choice,
-        chat_template_kwargs=body.chat_template_kwargs))
-    return sse_response(_chat_events(chunks, model, metrics, ticket, started, prompt_tokens, body.include_usage()),
+    return sse_response(_chat_events(chunks, model, metrics, ticket, started, body.include_usage()),
                         models.settings.sse_ping_s)
 
 
 def _chat_events(chunks: AsyncIterator[dict[str, Any]], model: ServedModel, metrics: Metrics, ticket: Ticket,
-                 started: float, prompt_tokens: int, include_usage: bool) -> AsyncIterator[str]:
+                 started: float, include_usage: bool) -> AsyncIterator[str]:
     stats = StreamStats(metrics, model.name, started)
     last: dict[str, Any] = {}
 
     def on_chunk(chunk: dict[str, Any]) -> None:
+        # The pool's last chunk carries the decoded token counts (``usage``); it is not sent on
+        # unless the client asked for usage (OpenAI's stream_options.include_usage).
+        usage = chunk.pop("usage", None)
+        if usage is not None:
+            last["usage"] = usage
         last.update(chunk)
         for choice in chunk["choices"]:
             delta = choice["delta"]
@@ -92,8 +93,8 @@ def _chat_events(chunks: AsyncIterator[dict[str, Any]], model: ServedModel, metr
                         "".join(c.get("function", {}).get("arguments") or "" for c in delta.get("tool_calls") or ()))
 
     def finish(outcome: str) -> list[dict[str, Any]]:
-        usage = _usage(prompt_tokens, _n_generated(model, stats.text))
-        _finished(metrics, model.name, started, outcome, usage if outcome == "ok" else None)
+        usage = last.get("usage") if outcome == "ok" else None
+        _finished(metrics, model.name, started, outcome, usage)
         if outcome != "ok" or not include_usage:
             return []
         return [{"id": last.get("id"), "object": "chat.completion.chunk", "created": last.get("created"),
