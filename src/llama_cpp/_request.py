@@ -87,16 +87,12 @@ def build(
     if grammar is not None and not isinstance(grammar, LlamaGrammar):
         raise ValidationError(f"[{api}] grammar must be a LlamaGrammar, got {type(grammar).__name__}")
     stops = stop_list(api, stop)
-    prompt = prompt_tokens_or_text(api, prompt)
+    prompt = prompt_tokens_or_text(api, prompt, int(model.n_vocab))
     if isinstance(prompt, str):
         with api_errors(api):
             tokens = list(model.tokenize(prompt, True, True))
     else:
         tokens = prompt
-        n_vocab = int(model.n_vocab)
-        for t in tokens:
-            if not 0 <= t < n_vocab:
-                raise ValidationError(f"[{api}] prompt: token id {t} is out of range (the vocabulary has {n_vocab} tokens)")
     if not tokens:
         raise ValidationError(f"[{api}] the prompt is empty")
     if len(tokens) >= n_ctx_seq:

@@ -92,8 +92,9 @@ def require_bool(api: str, name: str, value: Any) -> bool:
     return value
 
 
-def token_list(api: str, tokens: Any, name: str = "tokens") -> list[int]:
-    """``tokens`` as a list of token ids (ints in int32 range); the vocabulary is C++'s check."""
+def token_list(api: str, tokens: Any, name: str = "tokens", n_vocab: int | None = None) -> list[int]:
+    """``tokens`` as a list of token ids: ints in int32 range, and below ``n_vocab`` when it is
+    given (else the vocabulary is C++'s check)."""
     if isinstance(tokens, (str, bytes)) or tokens is None:
         raise ValidationError(f"[{api}] {name} must be a sequence of token ids, got {_kind(tokens)}")
     try:
@@ -103,18 +104,20 @@ def token_list(api: str, tokens: Any, name: str = "tokens") -> list[int]:
     for t in ids:
         if isinstance(t, bool) or not isinstance(t, int):
             raise ValidationError(f"[{api}] {name}: token ids must be ints, got {t!r}")
+        if n_vocab is not None and not 0 <= t < n_vocab:
+            raise ValidationError(f"[{api}] {name}: token id {t} is out of range (the vocabulary has {n_vocab} tokens)")
         if not -(2**31) <= t <= INT32_MAX:
             raise ValidationError(f"[{api}] {name}: token id {t} is out of range")
     return ids
 
 
-def prompt_tokens_or_text(api: str, prompt: Any) -> str | list[int]:
+def prompt_tokens_or_text(api: str, prompt: Any, n_vocab: int) -> str | list[int]:
     """A generation's ``prompt``: valid text, or a sequence of token ids."""
     if isinstance(prompt, str):
         return check_utf8(api, "prompt", prompt)
     if prompt is None or isinstance(prompt, (bytes, bytearray, dict)):
         raise ValidationError(f"[{api}] prompt must be a str or a sequence of token ids, got {_kind(prompt)}")
-    return token_list(api, prompt, "prompt")
+    return token_list(api, prompt, "prompt", n_vocab)
 
 
 def stop_list(api: str, stop: str | Sequence[str] | None) -> list[str]:
