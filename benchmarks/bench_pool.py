@@ -3,13 +3,15 @@ and llama-cpp-python serving the same requests (one at a time: it has no batchin
 Prints a table and writes JSON.
 
     python benchmarks/bench_pool.py --prefix PREFIX --model M.gguf --parallel 1,16,64
-        [--ngl 99] [--npp 128] [--ntg 128] [--llama-cpp-python DIR] [--memory 1,4] [--json out.json]
+        [--ngl 99] [--npp 128] [--ntg 128] [--e2e 5] [--llama-cpp-python DIR] [--memory 1,4] [--json out.json]
 
 Method: every request has a prompt of exactly --npp tokens and makes exactly --ntg tokens
 (greedy, end-of-generation masked). For P parallel requests, aggregate decode tok/s is
 P * (ntg - 1) / (time of P requests of ntg tokens - time of P requests of 1 token), i.e.
 prompt processing excluded, as in llama-batched-bench's S_TG (P * ntg / T_TG). Median of --runs
-after a warm-up. --memory measures the GPU memory one process uses (nvidia-smi) with a pool
+after a warm-up. --e2e K adds the whole batch, prompts included, against native's whole time T
+(llama-batched-bench's T column, median of K invocations): K runs of P requests through
+`generate_batch` each, median and slowest. --memory measures the GPU memory one process uses (nvidia-smi) with a pool
 of each size, each in its own process, after one request, with the same per-request n_ctx.
 """
 
@@ -32,19 +34,22 @@ from pathlib import Path
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle. "
 
 
-def native(prefix: Path, model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], threads: int) -> dict[int, float]:
+def native(prefix: Path, model: Path, ngl: int, npp: int, ntg: int, parallel: list[int],
+           threads: int) -> tuple[dict[int, float], dict[int, float]]:
+    """S_TG and the whole time T (prompts and decode) per parallel count, from one invocation."""
     n_ctx = (npp + ntg) * max(parallel) + 256
     cmd = [str(prefix / "bin" / "llama-batched-bench"), "-m", str(model), "-c", str(n_ctx), "-b", "2048",
            "-ub", "512", "-npp", str(npp), "-ntg", str(ntg), "-npl", ",".join(map(str, parallel)),
            "-ngl", str(ngl), "-fa", "on", "-t", str(threads)]
     env = dict(os.environ, LD_LIBRARY_PATH=str(prefix / "lib"))
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
-    s_tg = {}
+    s_tg, whole = {}, {}
     for line in out.splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if len(cells) == 10 and re.fullmatch(r"\d+", cells[0]):  # PP TG B N_KV T_PP S_PP T_TG S_TG T S
             s_tg[int(cells[2])] = float(cells[7])
-    return s_tg
+            whole[int(cells[2])] = float(cells[8])
+    return s_tg, whole
 
 
 def prompt_tokens(tokenize, npp: int) -> list[int]:
@@ -54,13 +59,17 @@ def prompt_tokens(tokenize, npp: int) -> list[int]:
 
 def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], runs: int,
          sampling_threads: int | None, cpu_poll: int | None,
-         steps: dict[int, dict[str, float]], overrides: dict) -> dict[int, float]:
+         steps: dict[int, dict[str, float]], overrides: dict, e2e: int = 0,
+         whole: dict[int, dict] | None = None) -> dict[int, float]:
     from llama_cpp import LlamaPool, SamplingParams
 
+    whole = {} if whole is None else whole
     result = {}
     for p in parallel:
+        # share_prefixes off: every request has the same prompt, and native decodes each one
+        # (with sharing, all but the first would copy it, and later runs would find it cached).
         with LlamaPool(model, pool_size=p, n_ctx=npp + ntg + 16, n_gpu_layers=ngl, flash_attn=True,
-                       sampling_threads=sampling_threads,
+                       sampling_threads=sampling_threads, share_prefixes=False,
                        cpu_poll=cpu_poll, **overrides) as pool:
             llm = pool.llama
             eog = {t: float("-inf") for t in range(llm.n_vocab()) if llm.is_eog(t)}
@@ -77,6 +86,11 @@ def ours(model: Path, ngl: int, npp: int, ntg: int, parallel: list[int], runs: i
                 return time.perf_counter() - start
 
             run(ntg)  # warm-up
+            if e2e:  # the whole batch, prompts included: runs of P requests, as native's T
+                times = [run(ntg) for _ in range(e2e)]
+                whole[p] = {"median_s": statistics.median(times), "slowest_s": max(times), "runs_s": times}
+                print(f"  ours, {p} parallel, whole batch: median {whole[p]['median_s']:.3f} s, slowest "
+                      f"{whole[p]['slowest_s']:.3f} s of {e2e}", flush=True)
             full = statistics.median(run(ntg) for _ in range(runs))
             one = statistics.median(run(1) for _ in range(runs))
             result[p] = p * (ntg - 1) / (full - one)
@@ -161,6 +175,8 @@ def main() -> None:
     parser.add_argument("--npp", type=int, default=128)
     parser.add_argument("--ntg", type=int, default=128)
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--e2e", type=int, default=0, help="also time K whole batches (prompts included) against "
+                        "native's T (median of K invocations)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                         help="CPU threads of native and llama-cpp-python; the pool keeps its defaults (--set n_threads=N)")
     parser.add_argument("--llama-cpp-python", type=Path, help="serve max(--parallel) requests with it too")
@@ -182,12 +198,20 @@ def main() -> None:
                     "ngl": args.ngl, "npp": args.npp, "ntg": args.ntg, "runs": args.runs, "threads": args.threads,
                     "sampling_threads": args.sampling_threads,
                     "cpu_poll": args.cpu_poll, "settings": overrides}
-    report["native_s_tg"] = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)
+    report["native_s_tg"], first_whole = native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel,
+                                                args.threads)
+    native_whole = [first_whole]
+    for _ in range(args.e2e - 1):
+        native_whole.append(native(args.prefix, args.model, args.ngl, args.npp, args.ntg, parallel, args.threads)[1])
     print(f"native S_TG: {report['native_s_tg']}", flush=True)
     report["pool_steps"] = {}
+    report["pool_whole"] = {}
     report["pool_tg"] = ours(args.model, args.ngl, args.npp, args.ntg, parallel, args.runs,
                              args.sampling_threads, args.cpu_poll,
-                             report["pool_steps"], overrides)
+                             report["pool_steps"], overrides, args.e2e, report["pool_whole"])
+    if args.e2e:
+        report["native_whole"] = {p: {"median_s": statistics.median(w[p] for w in native_whole),
+                                      "runs_s": [w[p] for w in native_whole]} for p in parallel}
     if args.llama_cpp_python:
         report["llama_cpp_python"] = llama_cpp_python(args.llama_cpp_python, args.prefix, args.model, args.ngl,
                                                       args.npp, args.ntg, args.lcp_requests, args.threads,
@@ -207,6 +231,14 @@ def main() -> None:
         ratio = f"{o / n:.2f}" if n else "-"
         speedup = f"{o / base:.2f}x" if base else "-"
         print(f"| {p} | {n:,.1f} | {o:,.1f} | {ratio} | {speedup} |" if n else f"| {p} | - | {o:,.1f} | - | {speedup} |")
+    if args.e2e:
+        print(f"\nWhole batch, prompts included ({args.npp} + {args.ntg} tokens each; median of {args.e2e}):")
+        print("| parallel | native T s | LlamaPool T s (median) | slowest | ours / native | slowest / median |")
+        print("|---:|---:|---:|---:|---:|---:|")
+        for p in parallel:
+            n, o = report["native_whole"][p]["median_s"], report["pool_whole"][p]
+            print(f"| {p} | {n:.3f} | {o['median_s']:.3f} | {o['slowest_s']:.3f} | {o['median_s'] / n:.2f} | "
+                  f"{o['slowest_s'] / o['median_s']:.2f} |")
     lcp = report.get("llama_cpp_python")
     if lcp and lcp["requests"] in report["pool_tg"]:
         k = lcp["requests"]

@@ -226,7 +226,7 @@ def native_s_tg(args: argparse.Namespace) -> dict[str, float]:
     with Llama(args.model, vocab_only=True) as llm:
         npp = llm.n_tokens(f"{PROMPT} 0")
     s_tg = native(Path(args.native), Path(args.model), 99 if args.n_gpu_layers < 0 else args.n_gpu_layers, npp,
-                  args.max_tokens, [args.clients], args.threads)[args.clients]
+                  args.max_tokens, [args.clients], args.threads)[0][args.clients]
     return {"native_s_tg": s_tg, "server_vs_native": 0.0}
 
 if __name__ == "__main__":

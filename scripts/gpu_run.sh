@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [serverbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [pool_e2e] [prefixbench] [serverbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -159,6 +159,29 @@ poolbench() {
   "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/m1b-q4_k_m.gguf" --parallel 1,16,64 \
     --ngl 99 --runs 3 --llama-cpp-python "$dev/llama_cpp_python-0.3.36" --lcp-requests 16 "${mem[@]}" \
     --json "$out/bench_pool.json" 2>&1 | tee "$out/bench_pool.log"
+}
+
+# Issue 15: the whole batch (prompts included) against native llama-batched-bench's T, 5 runs,
+# at 16 and 64 parallel, on m1b and (after `big`) m8b.
+pool_e2e() {
+  local m
+  for m in ${E2E_MODELS:-m1b-q4_k_m m8b-q4_k_m}; do
+    [ -f "$models/$m.gguf" ] || continue
+    stamp "pool, whole batch against native T, $m"
+    "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/$m.gguf" --parallel 16,64 --ngl 99 \
+      --runs 3 --e2e 5 --json "$out/pool_e2e_$m.json" 2>&1 | tee "$out/pool_e2e_$m.log" | tail -12
+  done
+}
+
+# Issue 15: 64 requests sharing a 1,000-token system prompt, with and without shared prefixes.
+prefixbench() {
+  local m
+  for m in ${E2E_MODELS:-m1b-q4_k_m m8b-q4_k_m}; do
+    [ -f "$models/$m.gguf" ] || continue
+    stamp "shared prefixes, $m"
+    "$py" benchmarks/bench_prefix.py --model "$models/$m.gguf" --requests 64 --system-tokens 1000 \
+      --question-tokens 30 --ngl 99 --json "$out/prefix_$m.json" 2>&1 | tee "$out/prefix_$m.log"
+  done
 }
 
 # The OpenAI server (issue 14) on m1b: 64 streaming clients against native llama-batched-bench's

@@ -8,8 +8,10 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from conftest import real_weights
+from llama_cpp import Llama, ModelLoadError, ValidationError
 from server_process import ServerProcess
 
 
@@ -133,3 +135,56 @@ def test_progress_shows_on_a_terminal_only(smollm2_path):
     assert proc.returncode == 0
     assert b"loading " in terminal and b"processing the prompt" in terminal and terminal.endswith(b"\x1b[K")
     assert b"loading" not in stdout and stdout.strip()
+
+
+def test_loading_bar_on_a_terminal_only(smollm2_path):
+    # stderr on a pseudo-terminal: the bar follows llama.cpp's load progress up to 100%.
+    import os
+    import pty
+
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "llama_cpp", "generate", "-m", str(smollm2_path), "--raw", "-n",
+                           "2", "--temp", "0", "Hello"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=follower) as proc:
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        proc.wait(timeout=300)
+    os.close(leader)
+    assert proc.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "loading SmolLM2-135M-Instruct.Q4_1.gguf" in text and "100%" in text, text
+
+
+def test_progress_callback_cancels_and_raises(smollm2_path):
+    seen: list[float] = []
+    with Llama(smollm2_path, n_ctx=256, progress_callback=seen.append) as llm:
+        assert llm.n_vocab() > 0
+    assert seen and seen[-1] == 1.0 and seen == sorted(seen)
+    with pytest.raises(ModelLoadError, match="cancelled by the progress callback"):
+        Llama(smollm2_path, n_ctx=256, progress_callback=lambda fraction: False)
+
+    def boom(fraction: float) -> None:
+        raise KeyError("stop here")
+
+    with pytest.raises(KeyError, match="stop here"):  # the callback's own exception, as itself
+        Llama(smollm2_path, n_ctx=256, progress_callback=boom)
+    with pytest.raises(ValidationError, match="progress_callback must be callable"):
+        Llama(smollm2_path, progress_callback=42)
+
+
+def test_console_script_is_installed(smollm2_path):
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / "llama-cpp-nanobind"
+    assert script.exists(), f"pip did not install the console script next to {sys.executable}"
+    out = subprocess.run([str(script), "info", "-m", str(smollm2_path)], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert "llama" in out.stdout and "SmolLM2" in out.stdout

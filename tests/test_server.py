@@ -8,6 +8,7 @@ import base64
 import json
 import re
 import struct
+import time
 
 import httpx
 import openai
@@ -393,3 +394,31 @@ def test_settings_are_checked(tmp_path, smollm2_path):
     config.write_text(json.dumps({"port": 1, "models": [{"model": "a.gguf", "alias": "x"}]}))
     loaded = load_config(config, {"port": 1234})
     assert loaded.port == 1234 and loaded.models[0].name == "x"
+
+
+def test_health_answers_503_while_the_models_load(gemma3_path, tmp_path):
+    # Six copies of Gemma 3 read without mmap: the server answers while they load.
+    config = tmp_path / "slow.json"
+    config.write_text(json.dumps({"models": [
+        {"model": str(gemma3_path), "alias": f"g{i}", "pool_size": 1, "n_ctx": 256, "use_mmap": False}
+        for i in range(6)]}))
+    proc = ServerProcess("--config", str(config))
+    try:
+        first = None
+        for _ in range(3000):
+            try:
+                first = httpx.get(f"{proc.url}/health", timeout=5)
+                break
+            except httpx.TransportError:  # not listening yet
+                assert proc.proc.poll() is None, proc.output()
+                time.sleep(0.01)
+        assert first is not None and first.status_code == 503, (first, proc.output())
+        assert first.headers["retry-after"] == "1" and "Loading model" in first.text
+        early = httpx.post(f"{proc.url}/v1/completions", json={"prompt": "Hi", "max_tokens": 1}, timeout=5)
+        assert early.status_code in (200, 503)  # 503 while loading, in OpenAI's error shape
+        if early.status_code == 503:
+            assert early.json()["error"]["type"] == "unavailable_error"
+        proc.wait_ready()
+        assert httpx.get(f"{proc.url}/health").json() == {"status": "ok"}
+    finally:
+        proc.stop()

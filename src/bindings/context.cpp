@@ -114,7 +114,9 @@ void bind_context(nb::module_& m) {
         .def_rw("embeddings", &P::embeddings)
         .def_rw("flash_attn", &P::flash_attn)
         .def_rw("pooling_type", &P::pooling_type)
-        .def_rw("cpu_poll", &P::cpu_poll);
+        .def_rw("cpu_poll", &P::cpu_poll)
+        .def_rw("type_k", &P::type_k, "ggml_type of the KV cache's keys; -1: llama.cpp's default (f16).")
+        .def_rw("type_v", &P::type_v, "ggml_type of the KV cache's values; -1: llama.cpp's default (f16).");
 
     nb::class_<lcn::CancelToken>(m, "CancelToken",
                                  "Stops a Context.generate within one token when cancelled (from any thread).")

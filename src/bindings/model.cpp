@@ -34,8 +34,41 @@ void bind_model(nb::module_& m) {
         .def_rw("use_mmap", &lcn::ModelParams::use_mmap);
 
     nb::class_<lcn::Model>(m, "Model", "Loaded GGUF weights and vocabulary; thread-safe, shared by contexts.")
-        .def_static("load", &lcn::Model::load, nb::arg("params"), nb::call_guard<nb::gil_scoped_release>(),
-                    "Loads a GGUF file; raises ModelLoadError with the path and reason.")
+        .def_static(
+            "load",
+            [](const lcn::ModelParams& params, nb::object progress) {
+                // The callback runs on this thread with the GIL taken back; an exception it raises
+                // cancels the load and is raised here, as itself, once the GIL is held again.
+                std::unique_ptr<nb::python_error> raised;
+                std::function<bool(float)> report;
+                if (!progress.is_none()) {
+                    report = [&progress, &raised](float fraction) {
+                        nb::gil_scoped_acquire gil;
+                        try {
+                            nb::object answer = progress(fraction);
+                            if (answer.is_none()) return true;
+                            const int truth = PyObject_IsTrue(answer.ptr());
+                            if (truth < 0) throw nb::python_error();
+                            return truth == 1;
+                        } catch (nb::python_error& e) {
+                            raised = std::make_unique<nb::python_error>(std::move(e));
+                        }
+                        return false;
+                    };
+                }
+                std::shared_ptr<lcn::Model> model;
+                try {
+                    nb::gil_scoped_release nogil;
+                    model = lcn::Model::load(params, report ? &report : nullptr);
+                } catch (...) {
+                    if (raised) throw std::move(*raised);
+                    throw;
+                }
+                return model;
+            },
+            nb::arg("params"), nb::arg("progress") = nb::none(),
+            "Loads a GGUF file; raises ModelLoadError with the path and reason. `progress(fraction)` is called as "
+            "the weights load; a false return (not None) cancels the load, an exception cancels it and is raised.")
         .def(
             "tokenize",
             [](const lcn::Model& self, nb::handle text, bool add_special, bool parse_special) {

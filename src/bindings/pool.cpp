@@ -3,7 +3,7 @@
 #include <nanobind/stl/string.h>
 #include <nanobind/stl/vector.h>
 
-#include "../engine/batch_engine.h"
+#include "../engine/pool_engine.h"
 #include "bindings.h"
 #include "results.h"
 
@@ -23,15 +23,7 @@ PySlotEvent event_to_python(lcn::SlotEvent&& e) {
     return {e.slot, decode_utf8(e.text), e.finished, std::move(result), exception_object(e.error)};
 }
 
-// Calls `body` on the engine with the GIL released and the context locked; its events as a list.
-template <typename F>
-std::vector<PySlotEvent> engine_events(lcn::BatchEngine& engine, F&& body) {
-    std::vector<lcn::SlotEvent> events;
-    {
-        nb::gil_scoped_release nogil;
-        std::lock_guard<lcn::Baton> lock(engine.context().mutex());
-        events = body();
-    }
+std::vector<PySlotEvent> to_python(std::vector<lcn::SlotEvent>&& events) {
     std::vector<PySlotEvent> out;
     out.reserve(events.size());
     for (auto& e : events) out.push_back(event_to_python(std::move(e)));
@@ -51,45 +43,56 @@ void bind_pool(nb::module_& m) {
             nb::for_getter(nb::sig("def error(self, /) -> LlamaError | None")),
             "The exception of a request that failed (its own class), else None.");
 
-    nb::class_<lcn::BatchEngine>(m, "BatchEngine",
-                                 "Continuous batching over one Context: one slot per sequence, one decode per step. "
-                                 "Driven by one thread at a time.")
-        .def(nb::init<lcn::Context&, size_t>(), nb::arg("context"), nb::arg("sampling_threads") = 0,
-             nb::keep_alive<1, 2>())
-        .def_prop_ro("capacity", &lcn::BatchEngine::capacity)
-        .def_prop_ro("active", &lcn::BatchEngine::active)
-        .def_prop_ro("sampling_threads", &lcn::BatchEngine::sampling_threads,
-                     "Threads that sample the slots of a step (the scheduler's included).")
+    nb::class_<lcn::PoolEngine>(m, "PoolEngine",
+                                "Continuous batching over one Context: one slot per sequence, one decode per step, "
+                                "stepped by a thread of its own while requests are active. One scheduler thread "
+                                "admits, cancels and collects.")
+        .def(nb::init<lcn::Context&, size_t, bool>(), nb::arg("context"), nb::arg("sampling_threads") = 0,
+             nb::arg("share_prefixes") = false, nb::keep_alive<1, 2>())
+        .def_prop_ro("capacity", &lcn::PoolEngine::capacity)
+        .def_prop_ro(
+            "active", [](lcn::PoolEngine& self) { return self.active(); }, "Slots decoding now.")
+        .def_prop_ro("share_prefixes", &lcn::PoolEngine::share_prefixes,
+                     "Prompts start from KV cells of a prefix another sequence holds (asked for, and the "
+                     "model's memory allows it).")
+        .def_prop_ro("sampling_threads", &lcn::PoolEngine::sampling_threads,
+                     "Threads that sample the slots of a step (the step thread included).")
         .def(
             "add_many",
-            [](lcn::BatchEngine& self, std::vector<lcn::GenerationRequest> requests) {
-                return engine_events(self, [&] { return self.add_many(std::move(requests)); });
-            },
-            nb::arg("requests"),
-            "Starts several requests; prompts that fit n_batch together share one decode. Returns one event "
-            "per request, in order; a request that failed has slot -1 and its error (the others start).")
-        .def(
-            "step",
-            [](lcn::BatchEngine& self) { return engine_events(self, [&] { return self.step(); }); },
-            "One decode for every active slot; returns an event for every streaming slot and every slot that "
-            "finished.")
-        .def(
-            "run",
-            [](lcn::BatchEngine& self) { return engine_events(self, [&] { return self.run(); }); },
-            "Steps until a step gives events (as step() returns them), nothing is active, or interrupt() is "
-            "called.")
-        .def("interrupt", &lcn::BatchEngine::interrupt,
-             "Makes a run() in progress return after its current step. Safe from any thread.")
-        .def(
-            "cancel",
-            [](lcn::BatchEngine& self, int32_t slot) {
-                lcn::SlotEvent event;
+            [](lcn::PoolEngine& self, std::vector<lcn::GenerationRequest> requests) {
+                std::pair<std::vector<lcn::SlotEvent>, std::vector<lcn::SlotEvent>> events;
                 {
                     nb::gil_scoped_release nogil;
-                    std::lock_guard<lcn::Baton> lock(self.context().mutex());
-                    event = self.cancel(slot);
+                    events = self.add_many(std::move(requests));
                 }
-                return event_to_python(std::move(event));
+                return std::make_pair(to_python(std::move(events.first)), to_python(std::move(events.second)));
             },
-            nb::arg("slot"), "Ends a request now and frees its KV cells.");
+            nb::arg("requests"),
+            "Starts several requests between two steps; prompts that fit n_batch together share one decode. "
+            "Returns (earlier, outcomes): the events of earlier steps not collected yet, to deliver first, then "
+            "one event per request, in order (a request that failed has slot -1 and its error).")
+        .def(
+            "wait",
+            [](lcn::PoolEngine& self) {
+                std::vector<lcn::SlotEvent> events;
+                {
+                    nb::gil_scoped_release nogil;
+                    events = self.wait();
+                }
+                return to_python(std::move(events));
+            },
+            "Blocks until steps released events (one per slot: its text since the last collection, and its "
+            "result or error once finished), interrupt() is called, or nothing is active. Raises the error of "
+            "a failed decode; stepping then resumes once every slot was cancelled.")
+        .def("interrupt", &lcn::PoolEngine::interrupt,
+             "Makes a wait() in progress return (a new request, a cancellation). Safe from any thread.")
+        .def(
+            "cancel",
+            [](lcn::PoolEngine& self, int32_t slot) {
+                nb::gil_scoped_release nogil;
+                return self.cancel(slot);
+            },
+            nb::arg("slot"),
+            "Ends a request between two steps and frees its KV cells. False when it had finished already (its "
+            "event, still to be collected, is then for nobody).");
 }

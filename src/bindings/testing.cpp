@@ -58,6 +58,18 @@ void bind_testing(nb::module_& m) {
           nb::arg("free_cores"),
           "The thread governor's decision: threads to use after `current` ran with `free_cores` cores left free "
           "by other processes.");
+    t.def(
+        "sequence_state_bytes",
+        [](lcn::Context& context, int32_t seq) {
+            std::lock_guard<lcn::Baton> lock(context.mutex());
+            if (seq < 0 || static_cast<uint32_t>(seq) >= context.n_seq_max()) {
+                throw lcn::ValidationError("sequence_state_bytes: no sequence " + std::to_string(seq));
+            }
+            return llama_state_seq_get_size(context.get(), seq);
+        },
+        nb::arg("context"), nb::arg("seq") = 0, nb::call_guard<nb::gil_scoped_release>(),
+        "Bytes of one sequence's saved state (its KV cells in the cache's types, and a small header): "
+        "measures the KV memory per token.");
     t.def("free_cores", &lcn::Context::free_cores, nb::arg("context"),
           "Cores other processes left free at the context's latest reading; negative before the first one or "
           "when the user set the thread counts.");

@@ -20,8 +20,9 @@ size_t sampling_workers(size_t n_slots, size_t requested) {
 
 }  // namespace
 
-BatchEngine::BatchEngine(Context& context, size_t sampling_threads)
+BatchEngine::BatchEngine(Context& context, size_t sampling_threads, bool share_prefixes)
     : context_(context),
+      share_prefixes_(share_prefixes && context.can_share_prefixes()),
       slots_(context.n_seq_max()),
       streaming_(context.n_seq_max(), false),
       rows_(context.n_seq_max()),
@@ -50,8 +51,9 @@ SlotEvent BatchEngine::finish_slot(size_t slot, std::string text) {
     event.finished = true;
     event.result = std::move(slots_[slot]->result());
     slots_[slot].reset();
-    // The sequence's cells are released now, so the next request on this slot starts clean.
-    context_.clear_sequence(static_cast<llama_seq_id>(slot));
+    // Its cells stay for a later request that starts with the same tokens; without prefix
+    // sharing they are released now.
+    if (!share_prefixes_) context_.clear_sequence(static_cast<llama_seq_id>(slot));
     return event;
 }
 
@@ -71,6 +73,39 @@ bool capture_error(std::exception_ptr& error, F&& body) {
 
 }  // namespace
 
+namespace {
+
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b, size_t limit) {
+    limit = std::min({limit, a.size(), b.size()});
+    size_t n = 0;
+    while (n < limit && a[n] == b[n]) ++n;
+    return n;
+}
+
+// A prefix held by another sequence is copied only when it saves at least this many tokens
+// over what the request's own slot holds (a copy costs one pass over a sequence's cells).
+constexpr size_t kMinShared = 16;
+
+}  // namespace
+
+size_t BatchEngine::pick_slot(const std::vector<bool>& taken, const std::vector<llama_token>& prompt) const {
+    size_t best = taken.size();
+    size_t best_kept = 0;
+    for (size_t slot = 0; slot < taken.size(); ++slot) {
+        if (taken[slot]) continue;
+        if (!share_prefixes_) return slot;
+        const size_t kept = context_.prefix_kept(static_cast<llama_seq_id>(slot), prompt);
+        // The slot holding most of the prompt; on a tie an empty one, keeping other prefixes.
+        const bool empty = context_.cached(static_cast<llama_seq_id>(slot)).empty();
+        if (best == taken.size() || kept > best_kept ||
+            (kept == best_kept && empty && !context_.cached(static_cast<llama_seq_id>(best)).empty())) {
+            best = slot;
+            best_kept = kept;
+        }
+    }
+    return best;
+}
+
 std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requests) {
     const size_t n = requests.size();
     std::vector<SlotEvent> outcomes(n);
@@ -81,12 +116,11 @@ std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requ
     for (size_t slot = 0; slot < slots_.size(); ++slot) taken[slot] = slots_[slot] != nullptr;
     // Every request gets a slot and a checked prompt, or its error.
     for (size_t i = 0; i < n; ++i) {
-        size_t slot = 0;
-        while (slot < taken.size() && taken[slot]) ++slot;
         stream[i] = requests[i].stream;
         capture_error(outcomes[i].error, [&] {
+            const size_t slot = pick_slot(taken, requests[i].prompt);
             if (slot == taken.size()) throw LlamaError("admit: no free slot");
-            requests[i].reuse_prefix = false;
+            requests[i].reuse_prefix = share_prefixes_;
             auto sequence = std::make_unique<Sequence>(context_, static_cast<llama_seq_id>(slot), std::move(requests[i]));
             sequence->prepare();
             sequences[i] = std::move(sequence);
@@ -94,45 +128,106 @@ std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requ
             taken[slot] = true;
         });
     }
-    // Groups of whole prompts up to n_batch tokens, one decode each; a longer prompt alone, in chunks.
-    const size_t budget = context_.n_batch();
-    size_t i = 0;
-    while (i < n) {
-        if (sequences[i] == nullptr) {
-            ++i;
-            continue;
+    // Where each prompt's prefix comes from. Round 0: what is in the cache now (the slot's own
+    // cells, or another sequence's: one still running, or a free slot's left-over); round r + 1:
+    // a request of round r admitted with it (64 requests with one system prompt decode it once).
+    std::vector<size_t> round(n, 0);
+    std::vector<int64_t> source(n, -1);  // slot to copy from; -1: the own slot
+    std::vector<int64_t> after(n, -1);   // the request whose prompt is the source, or -1
+    std::vector<size_t> shared(n, 0);
+    if (share_prefixes_) {
+        std::vector<bool> present(slots_.size(), false);  // cells no request of this call replaces
+        for (size_t slot = 0; slot < slots_.size(); ++slot) {
+            present[slot] = slots_[slot] != nullptr || (!taken[slot] && !context_.cached(static_cast<llama_seq_id>(slot)).empty());
         }
+        for (size_t i = 0; i < n; ++i) {
+            if (sequences[i] == nullptr) continue;
+            const auto& prompt = sequences[i]->prompt();
+            const size_t limit = prompt.size() - 1;
+            size_t best = context_.prefix_kept(static_cast<llama_seq_id>(slot_of[i]), prompt);
+            for (size_t slot = 0; slot < slots_.size(); ++slot) {
+                if (!present[slot] || slot == slot_of[i]) continue;
+                const size_t len = common_prefix(context_.cached(static_cast<llama_seq_id>(slot)), prompt, limit);
+                if (len >= best + kMinShared) {
+                    best = len;
+                    source[i] = static_cast<int64_t>(slot);
+                }
+            }
+            for (size_t j = 0; j < i; ++j) {
+                if (sequences[j] == nullptr) continue;
+                const size_t len = common_prefix(sequences[j]->prompt(), prompt, limit);
+                if (len >= best + kMinShared) {
+                    best = len;
+                    after[i] = static_cast<int64_t>(j);
+                    source[i] = static_cast<int64_t>(slot_of[j]);
+                    round[i] = round[j] + 1;
+                }
+            }
+            shared[i] = best;
+        }
+    }
+    const size_t rounds = n == 0 ? 0 : *std::max_element(round.begin(), round.end()) + 1;
+    for (size_t r = 0; r < rounds; ++r) {
         std::vector<size_t> members;
+        for (size_t i = 0; i < n; ++i) {
+            if (sequences[i] == nullptr || round[i] != r) continue;
+            if (after[i] >= 0 && outcomes[static_cast<size_t>(after[i])].error) {
+                source[i] = -1;  // its source failed to start: nothing to copy
+            }
+            if (source[i] >= 0) {
+                context_.share_prefix(static_cast<llama_seq_id>(source[i]), static_cast<llama_seq_id>(slot_of[i]), shared[i]);
+            }
+            members.push_back(i);
+        }
+        start_members(members, sequences, slot_of, stream, outcomes);
+    }
+    return outcomes;
+}
+
+void BatchEngine::start_members(const std::vector<size_t>& members, std::vector<std::unique_ptr<Sequence>>& sequences,
+                                const std::vector<size_t>& slot_of, const std::vector<bool>& stream,
+                                std::vector<SlotEvent>& outcomes) {
+    // Groups of whole prompts (the part not held already) up to n_batch tokens, one decode
+    // each; a longer one alone, in chunks.
+    const size_t budget = context_.n_batch();
+    auto to_decode = [&](size_t k) {
+        const auto& prompt = sequences[k]->prompt();
+        const size_t kept = share_prefixes_ ? context_.prefix_kept(static_cast<llama_seq_id>(slot_of[k]), prompt) : 0;
+        return prompt.size() - kept;
+    };
+    size_t first = 0;
+    while (first < members.size()) {
+        std::vector<size_t> group;
         size_t tokens = 0;
-        for (size_t j = i; j < n; ++j) {
-            if (sequences[j] == nullptr) continue;
-            const size_t len = sequences[j]->prompt_size();
-            if (!members.empty() && tokens + len > budget) break;
-            members.push_back(j);
+        for (size_t m = first; m < members.size(); ++m) {
+            const size_t len = to_decode(members[m]);
+            if (!group.empty() && tokens + len > budget) break;
+            group.push_back(members[m]);
             tokens += len;
             if (tokens > budget) break;  // one long prompt: its own group
         }
-        i = members.back() + 1;
-        std::vector<std::string> texts(members.size());
+        first += group.size();
+        std::vector<std::string> texts(group.size());
         if (tokens > budget) {
-            const size_t k = members.front();
+            const size_t k = group.front();
             capture_error(outcomes[k].error, [&] { sequences[k]->start(texts[0]); });
         } else {
-            std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>> group;
-            for (size_t k : members) group.emplace_back(static_cast<llama_seq_id>(slot_of[k]), &sequences[k]->prompt());
+            std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>> batch;
+            for (size_t k : group) batch.emplace_back(static_cast<llama_seq_id>(slot_of[k]), &sequences[k]->prompt());
             std::exception_ptr failure;
-            std::vector<int32_t> outputs;
-            if (capture_error(failure, [&] { outputs = context_.prefill_group(group); })) {
-                for (size_t m = 0; m < members.size(); ++m) {
-                    const size_t k = members[m];
-                    capture_error(outcomes[k].error, [&] { sequences[k]->start_at(outputs[m], texts[m]); });
+            std::vector<std::pair<int32_t, size_t>> outputs;
+            if (capture_error(failure, [&] { outputs = context_.prefill_group(batch, share_prefixes_); })) {
+                for (size_t m = 0; m < group.size(); ++m) {
+                    const size_t k = group[m];
+                    capture_error(outcomes[k].error,
+                                  [&] { sequences[k]->start_at(outputs[m].first, texts[m], outputs[m].second); });
                 }
             } else {
-                for (size_t k : members) outcomes[k].error = failure;
+                for (size_t k : group) outcomes[k].error = failure;
             }
         }
-        for (size_t m = 0; m < members.size(); ++m) {
-            const size_t k = members[m];
+        for (size_t m = 0; m < group.size(); ++m) {
+            const size_t k = group[m];
             if (outcomes[k].error) {
                 context_.clear_sequence(static_cast<llama_seq_id>(slot_of[k]));
                 sequences[k].reset();
@@ -145,7 +240,6 @@ std::vector<SlotEvent> BatchEngine::add_many(std::vector<GenerationRequest> requ
                                                    : text_event(slot, std::move(texts[m]));
         }
     }
-    return outcomes;
 }
 
 std::vector<SlotEvent> BatchEngine::step() {
@@ -189,17 +283,8 @@ std::vector<SlotEvent> BatchEngine::step() {
     return events;
 }
 
-std::vector<SlotEvent> BatchEngine::run() {
-    std::vector<SlotEvent> events;
-    while (events.empty() && active() > 0) {
-        events = step();
-        if (interrupt_.exchange(false, std::memory_order_relaxed)) break;
-    }
-    return events;
-}
-
 SlotEvent BatchEngine::cancel(int32_t slot) {
-    if (slot < 0 || static_cast<size_t>(slot) >= slots_.size() || slots_[static_cast<size_t>(slot)] == nullptr) {
+    if (!is_active(slot)) {
         throw ValidationError("cancel: slot " + std::to_string(slot) + " is not active");
     }
     std::string text;

@@ -3,7 +3,6 @@
 // single llama_decode. Requests join (add) and leave (finish, cancel) between steps.
 #pragma once
 
-#include <atomic>
 #include <exception>
 #include <memory>
 #include <optional>
@@ -26,12 +25,16 @@ struct SlotEvent {
     std::exception_ptr error;
 };
 
-// Not thread-safe: one scheduler thread drives it (and holds the context's mutex).
+// Not thread-safe: one thread at a time drives it, holding the context's mutex (PoolEngine
+// steps it on a thread of its own).
 class BatchEngine {
 public:
     // sampling_threads: threads that sample the slots of a step, the caller's included;
     // 0 picks one per core, at most 8.
-    explicit BatchEngine(Context& context, size_t sampling_threads = 0);
+    // share_prefixes: a request whose prompt starts with tokens another sequence holds (one
+    // running, one finished whose cells are kept, or one admitted with it) gets those KV cells
+    // copied instead of decoding them again (where the model's memory allows it).
+    explicit BatchEngine(Context& context, size_t sampling_threads = 0, bool share_prefixes = false);
     BatchEngine(const BatchEngine&) = delete;
     BatchEngine& operator=(const BatchEngine&) = delete;
 
@@ -50,23 +53,25 @@ public:
     // every slot that finished (its result, or its error).
     std::vector<SlotEvent> step();
 
-    // Steps until one gives events, nothing is active, or interrupt() was called (from any
-    // thread) since the last return: the scheduler then needs no round trip per step for
-    // requests that report only when they finish.
-    std::vector<SlotEvent> run();
-    // Makes run() return after the step in progress (a new request waits, a cancellation).
-    void interrupt() { interrupt_.store(true, std::memory_order_relaxed); }
-
+    bool is_active(int32_t slot) const {
+        return slot >= 0 && static_cast<size_t>(slot) < slots_.size() && slots_[static_cast<size_t>(slot)] != nullptr;
+    }
     // Ends a request now; its KV cells are freed.
     SlotEvent cancel(int32_t slot);
 
     size_t sampling_threads() const { return workers_.size(); }
+    bool share_prefixes() const { return share_prefixes_; }
 
 private:
+    size_t pick_slot(const std::vector<bool>& taken, const std::vector<llama_token>& prompt) const;
+    void start_members(const std::vector<size_t>& members, std::vector<std::unique_ptr<Sequence>>& sequences,
+                       const std::vector<size_t>& slot_of, const std::vector<bool>& stream,
+                       std::vector<SlotEvent>& outcomes);
     SlotEvent finish_slot(size_t slot, std::string text);
     static SlotEvent text_event(size_t slot, std::string text);
 
     Context& context_;
+    const bool share_prefixes_;
     std::vector<std::unique_ptr<Sequence>> slots_;
     std::vector<bool> streaming_;
     std::vector<std::pair<llama_seq_id, llama_token>> step_inputs_;
@@ -76,7 +81,6 @@ private:
     std::vector<std::string> texts_;
     std::vector<std::exception_ptr> errors_;
     WorkerPool workers_;  // samples the slots of a step side by side
-    std::atomic<bool> interrupt_{false};
 };
 
 }  // namespace lcn

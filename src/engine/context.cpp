@@ -71,6 +71,8 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(
                          : p.flash_attn == 0 ? LLAMA_FLASH_ATTN_TYPE_DISABLED
                                              : LLAMA_FLASH_ATTN_TYPE_ENABLED;
     if (p.pooling_type >= 0) cp.pooling_type = static_cast<enum llama_pooling_type>(p.pooling_type);
+    if (p.type_k >= 0) cp.type_k = static_cast<ggml_type>(p.type_k);
+    if (p.type_v >= 0) cp.type_v = static_cast<ggml_type>(p.type_v);
     cp.abort_callback = abort_callback;
     cp.abort_callback_data = this;
     clear_error_messages();
@@ -182,27 +184,74 @@ void Context::check_prompt(const std::vector<llama_token>& tokens) const {
     for (llama_token t : tokens) model_->check_token(t, "prompt:");
 }
 
-std::vector<int32_t> Context::prefill_group(const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group) {
+size_t Context::prefix_kept(llama_seq_id seq, const std::vector<llama_token>& tokens) const {
+    const auto& cache = cached_[check_seq(seq)];
+    const size_t limit = std::min(cache.size(), tokens.empty() ? size_t{0} : tokens.size() - 1);
+    size_t keep = 0;
+    while (keep < limit && cache[keep] == tokens[keep]) ++keep;
+    return keep;
+}
+
+std::vector<std::pair<int32_t, size_t>> Context::prefill_group(
+    const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group, bool reuse_prefix) {
+    std::vector<size_t> keep(group.size(), 0);
     size_t total = 0;
-    for (const auto& [seq, tokens] : group) total += tokens->size();
+    for (size_t m = 0; m < group.size(); ++m) {
+        const auto& [seq, tokens] = group[m];
+        if (reuse_prefix) keep[m] = prefix_kept(seq, *tokens);
+        total += tokens->size() - keep[m];
+    }
     if (total > n_batch()) throw ValidationError("prefill: prompts of one group exceed n_batch");
     llama_memory_t mem = llama_get_memory(ctx_);
     batch_.n_tokens = 0;
-    std::vector<int32_t> last;
-    last.reserve(group.size());
-    for (const auto& [seq, tokens] : group) {
-        check_seq(seq);
-        llama_memory_seq_rm(mem, seq, -1, -1);
-        cached_[static_cast<size_t>(seq)].clear();
-        for (size_t i = 0; i < tokens->size(); ++i) {
+    std::vector<std::pair<int32_t, size_t>> out;
+    out.reserve(group.size());
+    for (size_t m = 0; m < group.size(); ++m) {
+        const auto& [seq, tokens] = group[m];
+        auto& cache = cached_[check_seq(seq)];
+        if (keep[m] == 0 || !llama_memory_seq_rm(mem, seq, static_cast<llama_pos>(keep[m]), -1)) {
+            llama_memory_seq_rm(mem, seq, -1, -1);
+            keep[m] = 0;
+        }
+        cache.resize(keep[m]);
+        for (size_t i = keep[m]; i < tokens->size(); ++i) {
             push_token((*tokens)[i], static_cast<llama_pos>(i), seq, i + 1 == tokens->size());
         }
-        last.push_back(batch_.n_tokens - 1);
+        out.emplace_back(batch_.n_tokens - 1, keep[m]);
     }
-    decode_batch("prefill");
+    try {
+        decode_batch("prefill");
+    } catch (...) {
+        for (const auto& [seq, tokens] : group) clear_sequence(seq);  // a failed batch may leave part of itself
+        throw;
+    }
     for (const auto& [seq, tokens] : group) cached_[static_cast<size_t>(seq)] = *tokens;
     last_output_ = batch_.n_tokens - 1;
-    return last;
+    return out;
+}
+
+size_t Context::share_prefix(llama_seq_id src, llama_seq_id dst, size_t n) {
+    const auto& from = cached_[check_seq(src)];
+    auto& to = cached_[check_seq(dst)];
+    n = std::min(n, from.size());
+    llama_memory_t mem = llama_get_memory(ctx_);
+    if (src != dst) {
+        llama_memory_seq_rm(mem, dst, -1, -1);
+        // Whole sequence (p0 = p1 = -1): across streams llama.cpp copies only whole buffers.
+        llama_memory_seq_cp(mem, src, dst, -1, -1);
+        to = from;
+    }
+    if (!llama_memory_seq_rm(mem, dst, static_cast<llama_pos>(n), -1)) {
+        clear_sequence(dst);
+        return 0;
+    }
+    to.resize(n);
+    return n;
+}
+
+bool Context::can_share_prefixes() const {
+    const llama_model* model = model_->get();
+    return llama_model_n_swa(model) == 0 && !llama_model_is_recurrent(model) && !llama_model_is_hybrid(model);
 }
 
 size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens, bool reuse_prefix) {

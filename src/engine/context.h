@@ -39,6 +39,9 @@ struct ContextParams {
     // Busy-wait level of the CPU thread pools, 0-100; -1: 0 when the whole model is on a GPU
     // (the CPU threads have next to nothing to do), else ggml's default.
     int32_t cpu_poll = -1;
+    // ggml_type of the KV cache's K and V; -1: llama.cpp's default (f16).
+    int32_t type_k = -1;
+    int32_t type_v = -1;
 };
 
 // Set from any thread, or a signal handler (lock-free), to stop a generation: the decode loop
@@ -91,10 +94,23 @@ public:
     // ids, room for at least one generated token).
     void check_prompt(const std::vector<llama_token>& tokens) const;
 
-    // Decodes the whole prompts of several sequences (checked, at most n_batch tokens in all)
-    // in one llama_decode, replacing what those sequences held. Returns, per entry, the batch
-    // index of its last token (what logits() takes).
-    std::vector<int32_t> prefill_group(const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group);
+    // Decodes the prompts of several sequences (checked) in one llama_decode, replacing what
+    // those sequences held. With reuse_prefix, each keeps the longest prefix it already holds
+    // (at most all but the last token) and decodes the rest: the rest of all entries must fit
+    // n_batch (prefix_kept() says what each would keep). Returns, per entry, the batch index of
+    // its last token (what logits() takes) and the number of tokens kept.
+    std::vector<std::pair<int32_t, size_t>> prefill_group(
+        const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group, bool reuse_prefix);
+    // The prefix of `tokens` that `seq` holds, at most all but the last token.
+    size_t prefix_kept(llama_seq_id seq, const std::vector<llama_token>& tokens) const;
+
+    // Makes `dst` hold the first `n` tokens that `src` holds, replacing what it held: the KV
+    // cells are shared (one stream) or copied at the next decode (a stream per sequence).
+    // Returns the tokens `dst` now holds (0 where the memory cannot keep a prefix).
+    size_t share_prefix(llama_seq_id src, llama_seq_id dst, size_t n);
+    // The model's memory can hold a prefix copied from another sequence and decode on from it:
+    // a plain KV cache (no sliding window, not recurrent or hybrid).
+    bool can_share_prefixes() const;
 
     // Decodes one token for each (sequence, token) pair in a single llama_decode;
     // afterwards the logits of entry i are at output index i.

@@ -57,8 +57,9 @@ void Sequence::prepare() {
     result_.n_reused_tokens = 0;
 }
 
-void Sequence::start_at(int32_t output_index, std::string& text_out) {
+void Sequence::start_at(int32_t output_index, std::string& text_out, size_t reused) {
     const size_t before = text_out.size();
+    result_.n_reused_tokens = reused;
     // Penalty samplers look back over the prompt, as llama.cpp's tools do.
     for (llama_token t : request_.prompt) sampler_.accept_prompt(t);
     sample_and_take(context_.logits(output_index), text_out);

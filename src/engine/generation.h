@@ -59,7 +59,8 @@ public:
     // prompt (throws as start() would) ...
     void prepare();
     // ... and, once the context has decoded it, samples the first token from `output_index`.
-    void start_at(int32_t output_index, std::string& text_out);
+    // `reused`: prompt tokens the sequence already held (not decoded again).
+    void start_at(int32_t output_index, std::string& text_out, size_t reused = 0);
     // The token to feed in the next decode step (valid while !finished()).
     llama_token next_input() const { return next_; }
     // After a decode step: samples from the logits at `output_index`.

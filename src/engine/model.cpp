@@ -61,7 +61,7 @@ void check_rope_sections(const Model& model) {
 
 }  // namespace
 
-std::shared_ptr<Model> Model::load(const ModelParams& params) {
+std::shared_ptr<Model> Model::load(const ModelParams& params, const std::function<bool(float)>* progress) {
     check_gguf_file(params.path, "Llama");
     ensure_backend();
     preflight_gguf(params.path, "Llama");
@@ -69,12 +69,27 @@ std::shared_ptr<Model> Model::load(const ModelParams& params) {
     mp.n_gpu_layers = params.n_gpu_layers;
     mp.vocab_only = params.vocab_only;
     mp.load_mode = params.use_mmap ? mp.load_mode : LLAMA_LOAD_MODE_NONE;
+    struct Progress {
+        const std::function<bool(float)>* report;
+        bool cancelled = false;
+    } state{progress};
+    if (progress != nullptr && *progress) {
+        mp.progress_callback = [](float fraction, void* data) {
+            auto* s = static_cast<Progress*>(data);
+            if (!(*s->report)(fraction)) s->cancelled = true;
+            return !s->cancelled;
+        };
+        mp.progress_callback_user_data = &state;
+    }
     clear_error_messages();
     llama_model* model = nullptr;
     {
         // llama.cpp's loader catches exceptions and returns null with the reason logged.
         AbortGuard guard;
         model = llama_model_load_from_file(params.path.c_str(), mp);
+    }
+    if (model == nullptr && state.cancelled) {
+        throw ModelLoadError("[Llama] loading '" + params.path + "' was cancelled by the progress callback");
     }
     if (model == nullptr) {
         std::string reason = last_error_messages();

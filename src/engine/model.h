@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <map>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -28,7 +29,10 @@ struct ModelParams {
 class Model {
 public:
     // Throws ModelLoadError naming the path and the reason.
-    static std::shared_ptr<Model> load(const ModelParams& params);
+    // `progress` (optional, must not throw) gets the fraction loaded, 0 to 1, as llama.cpp
+    // reports it; returning false cancels the load (ModelLoadError saying so).
+    static std::shared_ptr<Model> load(const ModelParams& params,
+                                       const std::function<bool(float)>* progress = nullptr);
     ~Model();
     Model(const Model&) = delete;
     Model& operator=(const Model&) = delete;

@@ -67,7 +67,7 @@ def load(config: LlamaConfig) -> _core.Model:
         reason = ("its name is not valid UTF-8, which llama.cpp needs: rename the file" if os.path.exists(path)
                   else "No such file or directory")
         raise ModelLoadError(f"cannot open model file {path!r}: {reason}") from None
-    return _core.Model.load(model_params(config))
+    return _core.Model.load(model_params(config), progress=config.progress_callback)
 
 
 class ModelView:

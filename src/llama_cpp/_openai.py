@@ -21,9 +21,11 @@ def _ended(stream: GenerationStream) -> _core.GenerationResult:
     return result
 
 
-def _usage(result: _core.GenerationResult) -> dict[str, int]:
+def _usage(result: _core.GenerationResult) -> dict[str, Any]:
     prompt, completion = int(result.n_prompt_tokens), len(result.tokens)
-    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}
+    # cached_tokens: prompt tokens whose KV cells were reused rather than decoded (OpenAI's field).
+    return {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": int(result.n_reused_tokens)}}
 
 
 def _finish_reason(result: _core.GenerationResult) -> str:

@@ -7,6 +7,7 @@ import asyncio
 import concurrent.futures
 import itertools
 import threading
+import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
@@ -55,6 +56,53 @@ class Job:
         self._deliver(error)
 
 
+class LoopMailbox:
+    """Pieces on their way from the scheduler thread to one event loop. Posting wakes the loop
+    once; every piece posted before it runs rides along (one wake-up per scheduler round, not
+    one per piece per stream), each into its own queue, in order."""
+
+    _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LoopMailbox] = weakref.WeakKeyDictionary()
+    _by_loop_lock = threading.Lock()
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = weakref.ref(loop)
+        self._lock = threading.Lock()
+        self._items: list[tuple[asyncio.Queue[Any], Any]] = []
+        self._scheduled = False
+
+    @classmethod
+    def of(cls, loop: asyncio.AbstractEventLoop) -> LoopMailbox:
+        with cls._by_loop_lock:
+            mailbox = cls._by_loop.get(loop)
+            if mailbox is None:
+                mailbox = cls._by_loop[loop] = cls(loop)
+            return mailbox
+
+    def post(self, queue: asyncio.Queue[Any], item: Any) -> None:
+        """Raises RuntimeError once the loop is closed (the job is then cancelled)."""
+        loop = self._loop()
+        if loop is None or loop.is_closed():
+            raise RuntimeError("the event loop of this stream is closed")
+        with self._lock:
+            self._items.append((queue, item))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            with self._lock:
+                self._scheduled = False
+            raise
+
+    def _drain(self) -> None:
+        with self._lock:
+            items, self._items = self._items, []
+            self._scheduled = False
+        for queue, item in items:
+            queue.put_nowait(item)
+
+
 class PoolStream:
     """The pieces of one pool request as an async iterator. The request is queued on the
     first iteration; leaving early (break, an exception, or ``aclose()``) cancels it, which
@@ -87,10 +135,9 @@ class PoolStream:
             await self._pieces.aclose()
 
     async def _run(self) -> AsyncGenerator[str, None]:
-        loop = asyncio.get_running_loop()
+        mailbox = LoopMailbox.of(asyncio.get_running_loop())
         queue: asyncio.Queue[Any] = asyncio.Queue()
-        job = self._enqueue(Job(self._api, self._request,
-                                 lambda item: loop.call_soon_threadsafe(queue.put_nowait, item)))
+        job = self._enqueue(Job(self._api, self._request, lambda item: mailbox.post(queue, item)))
         try:
             while True:
                 item = await queue.get()

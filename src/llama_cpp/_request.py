@@ -10,7 +10,7 @@ from . import _core
 from ._errors import api_errors
 from ._replies import RenderedChat
 from ._validate import INT32_MAX, prompt_tokens_or_text, require_int, stop_list
-from .config import POOLING_TYPES, LlamaConfig
+from .config import KV_CACHE_TYPES, POOLING_TYPES, LlamaConfig
 from .errors import ValidationError
 from .grammar import LlamaGrammar
 from .sampling import SamplingParams
@@ -57,6 +57,8 @@ def context_params(config: LlamaConfig) -> _core.ContextParams:
     params.flash_attn = -1 if config.flash_attn is None else int(config.flash_attn)
     params.cpu_poll = -1 if config.cpu_poll is None else config.cpu_poll
     params.pooling_type = -1 if config.pooling_type is None else POOLING_TYPES[config.pooling_type]
+    params.type_k = -1 if config.type_k is None else KV_CACHE_TYPES[config.type_k]
+    params.type_v = -1 if config.type_v is None else KV_CACHE_TYPES[config.type_v]
     return params
 
 

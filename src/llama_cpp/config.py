@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 
 from ._validate import require_bool, require_int, require_path, require_text
 from .errors import ValidationError
@@ -11,6 +12,9 @@ _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
 GGML_MAX_N_THREADS = 512  # ggml's thread pools hold at most this many threads
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
+# The KV cache types llama.cpp's tools accept (--cache-type-k/-v), as ggml_type values.
+KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6, "q5_1": 7}
+_KV_CACHE_NAMES = {v: k for k, v in KV_CACHE_TYPES.items()}
 
 
 @dataclass(kw_only=True)
@@ -50,6 +54,17 @@ class LlamaConfig:
             (the default) does not lower it, so it does not silence another instance's ``verbose=True``.
         vocab_only: load only the vocabulary (tokenize/detokenize, no generation).
         chat_format: a llama.cpp built-in chat template name, for chat completions.
+        type_k: type of the KV cache's keys: ``"f16"`` (``None``: llama.cpp's default), ``"f32"``,
+            ``"bf16"``, ``"q8_0"``, ``"q4_0"``, ``"q4_1"``, ``"iq4_nl"``, ``"q5_0"`` or ``"q5_1"``
+            (a ggml type number, as llama-cpp-python takes, is accepted and turned into its name).
+            Bytes per token of context: ``n_layer * (n_embd_k_gqa * size(type_k) + n_embd_v_gqa *
+            size(type_v))``; ``q8_0`` is 34 bytes per 32 values (0.53x f16), ``q4_0`` 18 (0.28x).
+        progress_callback: called as the weights load with the fraction loaded (0.0 to 1.0, as
+            llama.cpp reports it), on the loading thread. Returning ``False`` cancels the load
+            (``ModelLoadError`` saying so); an exception it raises cancels the load and is raised
+            by the constructor as itself. The command line draws its loading bar with it.
+        type_v: type of the KV cache's values, as ``type_k``. A quantized ``type_v`` needs flash
+            attention: ``flash_attn=False`` with it raises ``ValidationError``.
     """
 
     model_path: str | None = None
@@ -70,6 +85,9 @@ class LlamaConfig:
     verbose: bool = False
     vocab_only: bool = False
     chat_format: str | None = None
+    type_k: str | None = None
+    type_v: str | None = None
+    progress_callback: Callable[[float], object] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.model_path is not None:
@@ -98,6 +116,26 @@ class LlamaConfig:
             )
         if self.chat_format is not None:
             require_text(_API, "chat_format", self.chat_format)
+        for name in ("type_k", "type_v"):
+            value = getattr(self, name)
+            if isinstance(value, int) and not isinstance(value, bool) and value in _KV_CACHE_NAMES:
+                value = _KV_CACHE_NAMES[value]
+                setattr(self, name, value)
+            if value is not None and (not isinstance(value, str) or value not in KV_CACHE_TYPES):
+                raise ValidationError(
+                    f"[{_API}] {name} must be one of {', '.join(KV_CACHE_TYPES)} (or its ggml type number) "
+                    f"or None, got {value!r}"
+                )
+        if self.progress_callback is not None and not callable(self.progress_callback):
+            raise ValidationError(
+                f"[{_API}] progress_callback must be callable (it gets the fraction loaded) or None, "
+                f"got {type(self.progress_callback).__name__}"
+            )
+        if self.type_v not in (None, "f32", "f16", "bf16") and self.flash_attn is False:
+            raise ValidationError(
+                f"[{_API}] type_v={self.type_v!r} (a quantized V cache) needs flash attention; "
+                "flash_attn=False cannot have it"
+            )
 
     @classmethod
     def field_names(cls) -> frozenset[str]:

@@ -17,7 +17,7 @@ from ._errors import with_api
 from ._model import ModelView
 from ._pool_jobs import Job, PoolStream, chat_stream
 from ._replies import RenderedChat
-from ._validate import require_int
+from ._validate import require_bool, require_int
 from .config import LlamaConfig
 from .errors import LlamaError, ValidationError
 from .grammar import LlamaGrammar
@@ -46,6 +46,16 @@ class LlamaPool(_chat.ChatTemplateMethods):
     is on a GPU (64 requests on an H200 machine: 0.21 ms of sampling per step against 0.70 ms
     on one thread); else 1, since on the CPU the cores are busy decoding (BENCHMARKS.md).
 
+    Shared prefixes (``share_prefixes=True``, the default): a request whose prompt starts with
+    tokens another sequence holds (a system prompt, a few-shot block, a document) gets those
+    KV cells copied instead of decoding them again: from a request still running, from one
+    that finished (a free sequence keeps its cells until it is reused), or from a request
+    admitted with it (64 requests sharing a system prompt decode it once). The answers are
+    the same as without; ``n_reused_tokens`` of a result (``usage.prompt_tokens_details.
+    cached_tokens`` in chat) counts the tokens not decoded again. Models whose memory cannot
+    continue from a copied prefix (sliding-window attention, recurrent or hybrid) decode every
+    prompt whole; :attr:`share_prefixes` then reads False.
+
     All request methods are coroutines (``await pool.generate(...)``); :meth:`submit` returns
     a ``concurrent.futures.Future`` for threaded code. Thread-safe.
     """
@@ -58,11 +68,13 @@ class LlamaPool(_chat.ChatTemplateMethods):
         config: LlamaConfig | None = None,
         warmup: bool = False,
         sampling_threads: int | None = None,
+        share_prefixes: bool = True,
         **overrides: Any,
     ) -> None:
         require_int("LlamaPool", "pool_size", pool_size, minimum=1, maximum=256)
         if sampling_threads is not None:
             require_int("LlamaPool", "sampling_threads", sampling_threads, minimum=1, maximum=256)
+        require_bool("LlamaPool", "share_prefixes", share_prefixes)
         per_request_ctx = overrides.pop("n_ctx", (config or LlamaConfig()).n_ctx)
         require_int("LlamaPool", "n_ctx", per_request_ctx, minimum=1)
         config = _model.resolve_config("LlamaPool", model_path, config, {**overrides, "n_seq_max": pool_size})
@@ -78,8 +90,9 @@ class LlamaPool(_chat.ChatTemplateMethods):
         self._n_ctx_seq = int(context.n_ctx_seq)
         if sampling_threads is None:
             sampling_threads = 0 if context.whole_model_on_gpu else 1  # 0: the engine picks
-        # The engine holds the context (and the context its model) until close() drops it.
-        self._engine: _core.BatchEngine | None = _core.BatchEngine(context, sampling_threads)
+        # The engine holds the context (and the context its model) until close() drops it. Its
+        # own thread steps the active requests; the scheduler thread admits, cancels and delivers.
+        self._engine: _core.PoolEngine | None = _core.PoolEngine(context, sampling_threads, share_prefixes)
         self._context: _core.Context | None = context
         self._cond = threading.Condition()
         self._pending: collections.deque[Job] = collections.deque()
@@ -109,6 +122,11 @@ class LlamaPool(_chat.ChatTemplateMethods):
     def sampling_threads(self) -> int:
         """Threads that sample the active requests of a step side by side (the scheduler's included)."""
         return int(self._require_engine("sampling_threads").sampling_threads)
+
+    @property
+    def share_prefixes(self) -> bool:
+        """Prompts start from the KV cells of a prefix another sequence holds (see the class)."""
+        return bool(self._require_engine("share_prefixes").share_prefixes)
 
     @property
     def active(self) -> int:
@@ -142,7 +160,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
             raise LlamaError(f"[LlamaPool.llama.{api}] the pool is closed")
         return model
 
-    def _require_engine(self, api: str) -> _core.BatchEngine:
+    def _require_engine(self, api: str) -> _core.PoolEngine:
         engine = self._engine
         if engine is None:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
@@ -212,7 +230,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         for job in pending:
             job.fail(error)
 
-    def _serve(self, engine: _core.BatchEngine, active: dict[int, Job]) -> None:
+    def _serve(self, engine: _core.PoolEngine, active: dict[int, Job]) -> None:
         while True:
             with self._cond:
                 while not self._closed and not self._pending and not active:
@@ -230,8 +248,10 @@ class LlamaPool(_chat.ChatTemplateMethods):
                     starting.append(job)
             if starting:
                 # Prompts admitted together are decoded together; a failing request fails alone.
-                events = engine.add_many([j.request for j in starting])
-                for job, event in zip(starting, events):
+                earlier, outcomes = engine.add_many([j.request for j in starting])
+                for event in earlier:  # a slot they finish may be one a new request got
+                    self._dispatch(active, event)
+                for job, event in zip(starting, outcomes):
                     if event.error is not None and event.slot < 0:
                         job.fail(with_api(job.api, event.error))
                     else:
@@ -245,9 +265,9 @@ class LlamaPool(_chat.ChatTemplateMethods):
             if not active:
                 continue
             try:
-                # Steps in C++ until there is something to report or to admit: requests
-                # that report only when they finish cost no Python work per step.
-                events = engine.run()
+                # The engine's thread keeps stepping while this one delivers: text released
+                # meanwhile joins the slot's next event, so decoding never waits for Python.
+                events = engine.wait()
             except LlamaError as exc:
                 for slot, job in active.items():
                     engine.cancel(slot)
@@ -259,7 +279,9 @@ class LlamaPool(_chat.ChatTemplateMethods):
 
     @staticmethod
     def _dispatch(active: dict[int, Job], event: _core.SlotEvent) -> None:
-        job = active[event.slot]
+        job = active.get(event.slot)
+        if job is None:  # cancelled after this event was released: nobody waits for it
+            return
         job.emit(event.text)
         if event.finished:
             del active[event.slot]

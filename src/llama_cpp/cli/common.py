@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import shutil
 import sys
 import threading
 import time
@@ -99,10 +101,27 @@ def progress(message: str, stream: Any = None) -> Iterator[None]:
 
 
 def load(cls: Any, args: argparse.Namespace, **fields: Any) -> Any:
-    """``cls(args.model, ...)`` behind a progress indicator; with ``-v`` reports the load time."""
+    """``cls(args.model, ...)``; on a terminal behind a bar fed by llama.cpp's load progress
+    (nothing when stderr is piped). With ``-v`` reports the load time."""
     started = time.monotonic()
-    with progress(f"loading {args.model}"):
-        llm = cls(args.model, **{**model_fields(args), **fields})
+    fields = {**model_fields(args), **fields}
+    if sys.stderr.isatty():
+        from tqdm import tqdm  # type: ignore[import-untyped]  # no stubs shipped
+
+        # A terminal that reports no size (a bare pseudo-terminal) would get no bar at all from
+        # tqdm: shutil falls back to 80 x 24 there.
+        size = shutil.get_terminal_size()
+        with tqdm(total=100, desc=f"loading {os.path.basename(str(args.model))}", unit="%", leave=False,
+                  file=sys.stderr, ncols=min(size.columns, 100), nrows=size.lines,
+                  bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}") as bar:
+            def report(fraction: float) -> None:
+                bar.update(max(0, round(fraction * 100) - bar.n))
+                if fraction >= 1.0:
+                    bar.refresh()  # the last state shows even when loading took less than a redraw interval
+
+            llm = cls(args.model, **fields, progress_callback=report)
+    else:
+        llm = cls(args.model, **fields)
     if getattr(args, "verbose", False):
         print(f"[loaded in {time.monotonic() - started:.2f} s]", file=sys.stderr)
     return llm

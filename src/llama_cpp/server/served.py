@@ -42,7 +42,7 @@ class ServedModel:
         if s.embedding:
             self.embedder = Llama(s.model, embeddings=True, **s.config_fields())
         else:
-            self.pool = LlamaPool(s.model, pool_size=s.pool_size, **s.config_fields())
+            self.pool = LlamaPool(s.model, pool_size=s.pool_size, share_prefixes=s.share_prefixes, **s.config_fields())
 
     def close(self) -> None:
         """Frees the weights; running requests fail."""

@@ -43,6 +43,10 @@ class ModelSettings:
         chat_format: a llama.cpp built-in chat template name instead of the model's own.
         flash_attn: None lets llama.cpp decide.
         seed: default sampling seed (None: a fresh one per request).
+        use_mmap: memory-map the weights (False reads them into memory).
+        type_k, type_v: KV cache types (``LlamaConfig``'s; None: f16).
+        share_prefixes: requests reuse the KV cells of a prompt prefix another sequence holds
+            (``LlamaPool``'s, on by default).
     """
 
     model: str
@@ -55,6 +59,10 @@ class ModelSettings:
     chat_format: str | None = None
     flash_attn: bool | None = None
     seed: int | None = None
+    use_mmap: bool = True
+    type_k: str | None = None
+    type_v: str | None = None
+    share_prefixes: bool = True
 
     @property
     def name(self) -> str:
@@ -63,8 +71,8 @@ class ModelSettings:
 
     def config_fields(self) -> dict[str, Any]:
         """The ``LlamaConfig`` fields this entry sets."""
-        out: dict[str, Any] = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers}
-        for name in ("n_threads", "chat_format", "flash_attn", "seed"):
+        out: dict[str, Any] = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "use_mmap": self.use_mmap}
+        for name in ("n_threads", "chat_format", "flash_attn", "seed", "type_k", "type_v"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -142,6 +150,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--chat-format", help="a llama.cpp built-in chat template (default: the model's own)")
     parser.add_argument("--seed", type=int, default=None, help="default sampling seed")
+    parser.add_argument("-ctk", "--cache-type-k", dest="type_k", default=None,
+                        help="KV cache type of keys: f16 (default), q8_0, q4_0, ... (llama.cpp's)")
+    parser.add_argument("-ctv", "--cache-type-v", dest="type_v", default=None,
+                        help="KV cache type of values (a quantized one needs flash attention)")
+    parser.add_argument("--no-mmap", dest="use_mmap", action="store_false", help="read the weights into memory")
+    parser.add_argument("--no-share-prefixes", dest="share_prefixes", action="store_false",
+                        help="decode every prompt whole instead of reusing KV cells of a shared prefix")
     parser.add_argument("--embedding-model", help="GGUF file serving /v1/embeddings")
     parser.add_argument("--api-key", default=os.environ.get("LLAMA_API_KEY"),
                         help="require this key (Authorization: Bearer); default $LLAMA_API_KEY")
@@ -162,7 +177,8 @@ def from_arguments(args: argparse.Namespace) -> ServerSettings:
         raise ValidationError("[llama_cpp.server] --model (or --config) is required")
     models = [ModelSettings(model=args.model, alias=args.alias, pool_size=args.pool_size, n_ctx=args.n_ctx,
                             n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads, chat_format=args.chat_format,
-                            seed=args.seed)]
+                            seed=args.seed, use_mmap=args.use_mmap, type_k=args.type_k, type_v=args.type_v,
+                            share_prefixes=args.share_prefixes)]
     if args.embedding_model:
         embedder = ModelSettings(model=args.embedding_model, embedding=True, n_ctx=min(args.n_ctx, 8192),
                                  n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads)
