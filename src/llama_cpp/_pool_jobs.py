@@ -139,8 +139,17 @@ class PoolStream:
         queue: asyncio.Queue[Any] = asyncio.Queue()
         job = self._enqueue(Job(self._api, self._request, lambda item: mailbox.post(queue, item)))
         try:
+            held: list[Any] = []  # the end (None or an error) read while joining pieces
             while True:
-                item = await queue.get()
+                item = held.pop() if held else await queue.get()
+                # Pieces that queued up while this consumer was busy leave as one: a server under
+                # load then writes one event for them instead of one each.
+                while isinstance(item, str) and not queue.empty():
+                    following = queue.get_nowait()
+                    if not isinstance(following, str):
+                        held.append(following)
+                        break
+                    item += following
                 if item is None:
                     self.result = job.future.result()
                     return
