@@ -13,6 +13,7 @@ void bind_log(nb::module_& m);
 void bind_model(nb::module_& m);
 void bind_sampling(nb::module_& m);
 void bind_context(nb::module_& m);
+void bind_speculative(nb::module_& m);
 void bind_grammar(nb::module_& m);
 void bind_chat(nb::module_& m);
 void bind_lora(nb::module_& m);

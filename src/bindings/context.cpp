@@ -10,13 +10,14 @@
 #include <nanobind/stl/vector.h>
 
 #include "../engine/generation.h"
+#include "../engine/speculator.h"
 #include "bindings.h"
 #include "results.h"
 
 PyGenerationResult to_python(lcn::GenerationResult&& result) {
     return {decode_utf8(result.text), std::move(result.tokens), lcn::finish_reason_name(result.finish_reason),
             result.n_prompt_tokens, result.n_reused_tokens, std::move(result.token_logprobs),
-            std::move(result.top_logprobs)};
+            std::move(result.top_logprobs), result.n_spec_steps, result.n_drafted, result.n_accepted};
 }
 
 namespace {
@@ -134,6 +135,7 @@ void bind_context(nb::module_& m) {
         .def_rw("reuse_prefix", &R::reuse_prefix, "Keep the cached prefix shared with the last call (Context).")
         .def_rw("logprobs", &R::logprobs, "-1: none; else record log-probabilities and this many alternatives.")
         .def_rw("stream", &R::stream, "The pool reports this request's text every step (else when it finishes).")
+        .def_rw("speculator", &R::speculator, "A Speculator whose proposals Context.generate verifies.")
         .def_rw("text_tokens", &R::text_tokens,
                 "Special tokens whose text is part of the reply (a chat format's markers its parser reads).");
 
@@ -144,7 +146,12 @@ void bind_context(nb::module_& m) {
         .def_ro("n_prompt_tokens", &PyGenerationResult::n_prompt_tokens)
         .def_ro("n_reused_tokens", &PyGenerationResult::n_reused_tokens)
         .def_ro("token_logprobs", &PyGenerationResult::token_logprobs)
-        .def_ro("top_logprobs", &PyGenerationResult::top_logprobs);
+        .def_ro("top_logprobs", &PyGenerationResult::top_logprobs)
+        .def_ro("n_spec_steps", &PyGenerationResult::n_spec_steps,
+                "Speculative decoding: target decodes after the prompt (0 without it).")
+        .def_ro("n_drafted", &PyGenerationResult::n_drafted, "Speculative decoding: proposed tokens verified.")
+        .def_ro("n_accepted", &PyGenerationResult::n_accepted,
+                "Speculative decoding: proposed tokens accepted (each saved one decode).");
 
     nb::class_<lcn::Context>(m, "Context", "A llama_context over a Model; one decode loop at a time.")
         .def(nb::init<std::shared_ptr<lcn::Model>, const lcn::ContextParams&>(), nb::arg("model"),

@@ -13,6 +13,7 @@ NB_MODULE(_core, m) {
     bind_lora(m);
     bind_streaming(m);
     bind_context(m);
+    bind_speculative(m);
     bind_pool(m);
     bind_testing(m);
     m.attr("LLAMA_DEFAULT_SEED") = LLAMA_DEFAULT_SEED;

@@ -18,6 +18,7 @@ struct PyGenerationResult {
     size_t n_reused_tokens;
     std::vector<float> token_logprobs;
     std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
+    size_t n_spec_steps = 0, n_drafted = 0, n_accepted = 0;
 };
 
 PyGenerationResult to_python(lcn::GenerationResult&& result);

@@ -306,6 +306,32 @@ void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>
     last_output_ = batch_.n_tokens - 1;
 }
 
+void Context::decode_run(llama_seq_id seq, const std::vector<llama_token>& tokens) {
+    auto& cache = cached_[check_seq(seq)];
+    if (tokens.empty() || tokens.size() > n_batch()) throw ValidationError("decode: a run must hold 1 to n_batch tokens");
+    const size_t n_past = cache.size();
+    batch_.n_tokens = 0;
+    for (size_t i = 0; i < tokens.size(); ++i) push_token(tokens[i], static_cast<llama_pos>(n_past + i), seq, true);
+    try {
+        decode_batch("decode");
+    } catch (...) {
+        truncate(seq, n_past);
+        throw;
+    }
+    cache.insert(cache.end(), tokens.begin(), tokens.end());
+    last_output_ = batch_.n_tokens - 1;
+}
+
+void Context::truncate(llama_seq_id seq, size_t n) {
+    auto& cache = cached_[check_seq(seq)];
+    if (!llama_memory_seq_rm(llama_get_memory(ctx_), seq, static_cast<llama_pos>(n), -1)) {
+        // A memory that cannot drop a suffix (recurrent) would no longer match our record.
+        clear_sequence(seq);
+        throw GenerationError("decode: this model's memory cannot drop the end of a sequence");
+    }
+    if (cache.size() > n) cache.resize(n);
+}
+
 bool Context::whole_model_on_gpu() const {
     const int32_t n_gpu_layers = model_->params().n_gpu_layers;
     return llama_supports_gpu_offload() && (n_gpu_layers < 0 || n_gpu_layers > model_->n_layer());

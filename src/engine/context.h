@@ -116,6 +116,13 @@ public:
     // afterwards the logits of entry i are at output index i.
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
 
+    // Decodes `tokens` after what `seq` holds, in one llama_decode with logits for every one
+    // (output index i is tokens[i]): the verification batch of speculative decoding. On failure
+    // the sequence holds what it held before.
+    void decode_run(llama_seq_id seq, const std::vector<llama_token>& tokens);
+    // Drops every token of `seq` from position n on (a rejected speculative proposal).
+    void truncate(llama_seq_id seq, size_t n);
+
     int32_t last_output() const { return last_output_; }
     // The token that cancels the decodes from now on (nullptr: none); set by the decode loop.
     void set_cancel(const CancelToken* token) { cancel_.store(token, std::memory_order_relaxed); }

@@ -2,8 +2,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 #include "errors.h"
+#include "speculator.h"
 
 namespace lcn {
 
@@ -76,27 +78,58 @@ void Sequence::start_impl(std::string& text_out) {
 
 void Sequence::sample_and_take(float* logits, std::string& text_out) {
     const llama_token token = sampler_.sample(logits);
-    if (request_.logprobs >= 0 && !context_.model().is_eog(token)) {
-        // Log-softmax of the model's raw logits (before any sampler), only when asked:
-        // it costs a pass over the vocabulary per token.
-        const int32_t n_vocab = context_.model().n_vocab();
-        const float max_logit = *std::max_element(logits, logits + n_vocab);
-        double sum = 0;
-        for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
-        const float log_z = max_logit + static_cast<float>(std::log(sum));
-        result_.token_logprobs.push_back(logits[token] - log_z);
-        const auto k = static_cast<size_t>(std::min(request_.logprobs, n_vocab));
-        std::vector<std::pair<llama_token, float>> top;
-        if (k > 0) {
-            std::vector<llama_token> ids(static_cast<size_t>(n_vocab));
-            for (int32_t i = 0; i < n_vocab; ++i) ids[static_cast<size_t>(i)] = i;
-            std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
-                              [&](llama_token a, llama_token b) { return logits[a] > logits[b]; });
-            for (size_t i = 0; i < k; ++i) top.emplace_back(ids[i], logits[ids[i]] - log_z);
-        }
-        result_.top_logprobs.push_back(std::move(top));
-    }
+    record_logprobs(logits, token);
     take(token, text_out);
+}
+
+void Sequence::record_logprobs(const float* logits, llama_token token) {
+    if (request_.logprobs < 0 || context_.model().is_eog(token)) return;
+    // Log-softmax of the model's raw logits (before any sampler), only when asked:
+    // it costs a pass over the vocabulary per token.
+    const int32_t n_vocab = context_.model().n_vocab();
+    const float max_logit = *std::max_element(logits, logits + n_vocab);
+    double sum = 0;
+    for (int32_t i = 0; i < n_vocab; ++i) sum += std::exp(static_cast<double>(logits[i] - max_logit));
+    const float log_z = max_logit + static_cast<float>(std::log(sum));
+    result_.token_logprobs.push_back(logits[token] - log_z);
+    const auto k = static_cast<size_t>(std::min(request_.logprobs, n_vocab));
+    std::vector<std::pair<llama_token, float>> top;
+    if (k > 0) {
+        std::vector<llama_token> ids(static_cast<size_t>(n_vocab));
+        for (int32_t i = 0; i < n_vocab; ++i) ids[static_cast<size_t>(i)] = i;
+        std::partial_sort(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(k), ids.end(),
+                          [&](llama_token a, llama_token b) { return logits[a] > logits[b]; });
+        for (size_t i = 0; i < k; ++i) top.emplace_back(ids[i], logits[ids[i]] - log_z);
+    }
+    result_.top_logprobs.push_back(std::move(top));
+}
+
+int32_t Sequence::draft_room() const {
+    // take() ends a sequence once the cache plus the next token fill the context; keeping the
+    // verified batch two cells short of that makes the check answer as it would token by token.
+    int64_t room = static_cast<int64_t>(context_.n_ctx_seq()) - static_cast<int64_t>(context_.cached(seq_id_).size()) - 3;
+    if (request_.max_tokens > 0) {
+        room = std::min<int64_t>(room, static_cast<int64_t>(request_.max_tokens) -
+                                           static_cast<int64_t>(result_.tokens.size()) - 1);
+    }
+    return static_cast<int32_t>(std::clamp<int64_t>(room, 0, std::numeric_limits<int32_t>::max()));
+}
+
+std::vector<llama_token> Sequence::sample_verified(const std::vector<llama_token>& draft) {
+    std::vector<llama_token> ids;
+    ids.reserve(draft.size() + 1);
+    for (size_t i = 0; i <= draft.size(); ++i) {
+        ids.push_back(sampler_.sample(context_.logits(static_cast<int32_t>(i))));
+        if (i == draft.size() || ids.back() != draft[i]) break;
+    }
+    return ids;
+}
+
+void Sequence::take_verified(int32_t output_index, llama_token token, std::string& text_out) {
+    const size_t before = text_out.size();
+    record_logprobs(context_.logits(output_index), token);
+    take(token, text_out);
+    result_.text.append(text_out, before, std::string::npos);
 }
 
 void Sequence::take(llama_token token, std::string& text_out) {
@@ -136,6 +169,9 @@ DecodeLoop::DecodeLoop(Context& context, GenerationRequest request, TextCallback
       on_text_(std::move(on_text)),
       cancel_(cancel),
       step_(1) {
+    if (seq_.speculator() && &seq_.speculator()->target_model() != &context.model()) {
+        throw ValidationError("speculative: the speculator was made for another model");
+    }
     context_.set_cancel(cancel_);
 }
 
@@ -165,6 +201,12 @@ void DecodeLoop::start() {
 }
 
 GenerationResult DecodeLoop::finish() {
+    if (seq_.speculator()) {
+        run_speculative();
+        if (!piece_.empty() && on_text_) on_text_(piece_);
+        piece_.clear();
+        return std::move(seq_.result());
+    }
     // The first one-token decode after a prompt builds its graph anew: that happens after the
     // first piece is out, never before it.
     bool in_flight = !seq_.finished();
@@ -182,6 +224,52 @@ GenerationResult DecodeLoop::finish() {
     if (!piece_.empty() && on_text_) on_text_(piece_);
     piece_.clear();
     return std::move(seq_.result());
+}
+
+// One step: the speculator proposes tokens to follow the sampled one, the target decodes them
+// all in one batch, the sampler keeps the agreeing prefix and adds its own next token; the
+// rejected rest leaves both caches. Nothing overlaps here: the proposal needs the sampled token.
+void DecodeLoop::run_speculative() {
+    Speculator& speculator = *seq_.speculator();
+    GenerationResult& result = seq_.result();
+    const llama_seq_id seq = seq_.id();
+    std::vector<llama_token> draft, batch;
+    try {
+        if (!seq_.finished()) speculator.begin(context_.cached(seq));
+        while (!seq_.finished()) {
+            if (cancel_ != nullptr && cancel_->cancelled()) {
+                seq_.cancel(piece_);
+                break;
+            }
+            const size_t n_past = context_.cached(seq).size();
+            const llama_token last = seq_.next_input();
+            speculator.draft(context_.cached(seq), last, seq_.draft_room(), draft);
+            batch.assign(1, last);
+            batch.insert(batch.end(), draft.begin(), draft.end());
+            try {
+                context_.decode_run(seq, batch);
+            } catch (const GenerationError&) {
+                if (cancel_ == nullptr || !cancel_->cancelled()) throw;
+                seq_.cancel(piece_);  // the abort callback stopped the decode
+                break;
+            }
+            const std::vector<llama_token> ids = seq_.sample_verified(draft);
+            const size_t n_accepted = ids.size() - 1;
+            context_.truncate(seq, n_past + 1 + n_accepted);
+            speculator.verified(static_cast<llama_pos>(n_past), batch, draft.size(), n_accepted);
+            result.n_spec_steps += 1;
+            result.n_drafted += draft.size();
+            result.n_accepted += n_accepted;
+            // One piece per token, as the one-token loop hands them over.
+            for (size_t i = 0; i < ids.size() && !seq_.finished(); ++i) {
+                seq_.take_verified(static_cast<int32_t>(i), ids[i], piece_);
+                emit();
+            }
+        }
+    } catch (...) {
+        speculator.invalidate();
+        throw;
+    }
 }
 
 GenerationResult generate(Context& context, GenerationRequest request, const TextCallback& on_text,

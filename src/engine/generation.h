@@ -18,6 +18,8 @@
 
 namespace lcn {
 
+class Speculator;
+
 struct GenerationRequest {
     std::vector<llama_token> prompt;
     int32_t max_tokens = 128;  // <= 0: until end of generation or a full context
@@ -29,6 +31,9 @@ struct GenerationRequest {
     // Special tokens whose text is part of the reply (a chat format's tool-call or channel
     // markers, which its parser reads); sorted. Other special tokens render as nothing.
     std::vector<llama_token> text_tokens;
+    // Speculative decoding (DecodeLoop only; the pool ignores it): proposals from this
+    // speculator are verified in one batch per step. Null: one token per step.
+    std::shared_ptr<Speculator> speculator;
 };
 
 enum class FinishReason { none, stop, length, cancelled };
@@ -42,6 +47,9 @@ struct GenerationResult {
     size_t n_reused_tokens = 0;  // prompt tokens served from the KV cache
     std::vector<float> token_logprobs;  // parallel to tokens, when requested
     std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
+    // Speculative decoding: target decodes after the prompt, proposed tokens verified, and
+    // those accepted (each accepted token saved one decode).
+    size_t n_spec_steps = 0, n_drafted = 0, n_accepted = 0;
 };
 
 class Sequence {
@@ -71,8 +79,22 @@ public:
     const std::vector<llama_token>& prompt() const { return request_.prompt; }
     size_t prompt_size() const { return request_.prompt.size(); }
     void cancel(std::string& text_out);
+    const std::shared_ptr<Speculator>& speculator() const { return request_.speculator; }
+
+    // Speculative decoding. The most tokens a proposal may have now: it never runs past
+    // max_tokens, nor so close to the context's end that the checks of a token taken would
+    // differ from one-token-per-step decoding.
+    int32_t draft_room() const;
+    // After the decode of [next_input(), draft...] (one output each): samples at each output
+    // while the token sampled is the proposal's there, llama.cpp's acceptance rule (as
+    // common_sampler_sample_and_accept_n), which keeps the sampler's distribution. Returns
+    // the tokens sampled: the accepted proposal, then the sampler's own next token.
+    std::vector<llama_token> sample_verified(const std::vector<llama_token>& draft);
+    // Takes one of those tokens, sampled at output `output_index`, as advance() would.
+    void take_verified(int32_t output_index, llama_token token, std::string& text_out);
 
 private:
+    void record_logprobs(const float* logits, llama_token token);
     void start_impl(std::string& text_out);
     void sample_and_take(float* logits, std::string& text_out);
     void take(llama_token token, std::string& text_out);
@@ -113,6 +135,7 @@ public:
 private:
     void emit();
     void launch_next();
+    void run_speculative();
 
     Context& context_;
     Sequence seq_;

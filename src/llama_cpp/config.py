@@ -11,6 +11,7 @@ from .errors import ValidationError
 _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
 GGML_MAX_N_THREADS = 512  # ggml's thread pools hold at most this many threads
+SPECULATIVE_KINDS = ("ngram", "draft")
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
 # The KV cache types llama.cpp's tools accept (--cache-type-k/-v), as ggml_type values.
 KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6, "q5_1": 7}
@@ -65,6 +66,21 @@ class LlamaConfig:
             by the constructor as itself. The command line draws its loading bar with it.
         type_v: type of the KV cache's values, as ``type_k``. A quantized ``type_v`` needs flash
             attention: ``flash_attn=False`` with it raises ``ValidationError``.
+        speculative: speculative decoding (through llama.cpp's common speculative code) for
+            ``generate``, streams and chat completions of a ``Llama``: ``None`` (off),
+            ``"ngram"`` (draft-free: proposes the tokens that followed the latest occurrence of
+            the last few tokens in the prompt and output, prompt lookup; fast when the reply
+            repeats its input) or ``"draft"`` (a small draft model, ``draft_model``; implied when
+            that is set). Each step the model verifies up to ``draft_max`` proposed tokens in
+            one batch and keeps those its sampler agrees with (llama.cpp's acceptance rule):
+            sampled output keeps the model's distribution, and greedy output is plain decoding's
+            up to floating point (a batch of several tokens is computed slightly differently
+            from one-token decodes, so a near-tie can flip in a long output). ``Llama.perf()`` reports ``n_spec_steps``, ``n_drafted``,
+            ``n_accepted`` and ``accepted_per_step``. ``LlamaPool`` ignores it.
+        draft_model: GGUF file of the draft model (its vocabulary must match the model's).
+        draft_max: most tokens proposed per step (1-512).
+        draft_min: a shorter proposal is not verified (0 to ``draft_max``).
+        draft_n_gpu_layers: layers of the draft model offloaded to the GPU (-1: all).
     """
 
     model_path: str | None = None
@@ -88,6 +104,11 @@ class LlamaConfig:
     type_k: str | None = None
     type_v: str | None = None
     progress_callback: Callable[[float], object] | None = field(default=None, compare=False, repr=False)
+    speculative: str | None = None
+    draft_model: str | None = None
+    draft_max: int = 16
+    draft_min: int = 0
+    draft_n_gpu_layers: int = -1
 
     def __post_init__(self) -> None:
         if self.model_path is not None:
@@ -136,6 +157,24 @@ class LlamaConfig:
                 f"[{_API}] type_v={self.type_v!r} (a quantized V cache) needs flash attention; "
                 "flash_attn=False cannot have it"
             )
+        self._check_speculative()
+
+    def _check_speculative(self) -> None:
+        if self.draft_model is not None:
+            self.draft_model = require_path(_API, "draft_model", self.draft_model)
+            if self.speculative is None:
+                self.speculative = "draft"
+        if self.speculative is not None and self.speculative not in SPECULATIVE_KINDS:
+            raise ValidationError(
+                f"[{_API}] speculative must be one of {', '.join(SPECULATIVE_KINDS)} or None, got {self.speculative!r}"
+            )
+        if self.speculative == "draft" and self.draft_model is None:
+            raise ValidationError(f"[{_API}] speculative='draft' needs draft_model (the draft model's GGUF file)")
+        if self.speculative == "ngram" and self.draft_model is not None:
+            raise ValidationError(f"[{_API}] speculative='ngram' is draft-free: draft_model must be None")
+        require_int(_API, "draft_max", self.draft_max, minimum=1, maximum=512)
+        require_int(_API, "draft_min", self.draft_min, minimum=0, maximum=self.draft_max)
+        require_int(_API, "draft_n_gpu_layers", self.draft_n_gpu_layers, minimum=-1)
 
     @classmethod
     def field_names(cls) -> frozenset[str]:

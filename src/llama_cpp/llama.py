@@ -8,7 +8,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import _chat, _core, _model, _openai, _registry, _request
+from . import _chat, _core, _model, _openai, _registry, _request, _speculative
 from ._async import AsyncTwins, Job, complete
 from ._arguments import ChatArgs, ChatOptions, CompletionArgs, CompletionOptions
 from ._errors import api_errors
@@ -49,6 +49,7 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
     ) -> None:
         self._model: _core.Model | None = None
         self._context: _core.Context | None = None
+        self._speculator: _core.Speculator | None = None
         self._adapters = AdapterSet()
         config = _model.resolve_config("Llama", model_path, config, overrides)
         self.config = config
@@ -64,6 +65,7 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
             if config.embeddings and config.n_seq_max == 1:
                 params.n_seq_max = _EMBEDDING_SEQUENCES
             self._context = _core.Context(self._model, params)
+            self._speculator = _speculative.create(config, self._context)
         _registry.register(self)
 
     def _context_config(self, config: LlamaConfig) -> LlamaConfig:
@@ -86,7 +88,7 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
                 stream.wait()
             self._adapters = AdapterSet()
             self._view.release()
-            self._context = None
+            self._speculator = self._context = None
             self._model = None
         _registry.unregister(self)
 
@@ -299,6 +301,7 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         req = _request.build(full_api, self._require_model(api), context.n_ctx_seq, self.config.seed, prompt,
                              max_tokens, sampling, stop, grammar, logprobs=logprobs, chat=chat)
         req.reuse_prefix = not reset_kv_cache
+        _speculative.attach(req, self._speculator)
         return Job(full_api, functools.partial(self._run, api, req), functools.partial(self._start, api, req))
 
     def _run(self, api: str, request: _core.GenerationRequest, cancel: _core.CancelToken | None = None
@@ -492,10 +495,12 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: ``t_load_ms``, ``t_prompt_eval_ms``,
         ``t_eval_ms``, ``n_prompt_eval`` (prompt tokens decoded), ``n_eval`` (generated
-        tokens decoded), ``n_graph_reused``."""
-        return dict(self._require_context("perf").perf())
+        tokens decoded), ``n_graph_reused``; with speculation also ``n_spec_steps``, ``n_drafted``,
+        ``n_accepted`` and ``accepted_per_step`` (see ``LlamaConfig.speculative``)."""
+        return {**self._require_context("perf").perf(), **_speculative.perf(self._speculator)}
 
     def perf_reset(self) -> None:
         """Zeroes the counters of :meth:`perf`."""
         self._require_context("perf_reset").perf_reset()
+        _speculative.reset(self._speculator)
 
