@@ -75,13 +75,6 @@ bool capture_error(std::exception_ptr& error, F&& body) {
 
 namespace {
 
-size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b, size_t limit) {
-    limit = std::min({limit, a.size(), b.size()});
-    size_t n = 0;
-    while (n < limit && a[n] == b[n]) ++n;
-    return n;
-}
-
 // A prefix held by another sequence is copied only when it saves at least this many tokens
 // over what the request's own slot holds (a copy costs one pass over a sequence's cells).
 constexpr size_t kMinShared = 16;

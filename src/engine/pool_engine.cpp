@@ -92,7 +92,7 @@ std::pair<std::vector<SlotEvent>, std::vector<SlotEvent>> PoolEngine::add_many(s
         {
             std::lock_guard<std::mutex> lock(mutex_);
             out.first.swap(mailbox_);
-            for (int& index : mailbox_index_) index = -1;
+            for (const SlotEvent& event : out.first) mailbox_index_[static_cast<size_t>(event.slot)] = -1;
             if (active_ == 0) {  // a failure nobody is left to hear about: start afresh
                 failure_ = nullptr;
                 failed_ = false;
@@ -123,7 +123,7 @@ std::vector<SlotEvent> PoolEngine::wait() {
     std::vector<SlotEvent> events;
     if (!mailbox_.empty()) {
         events.swap(mailbox_);
-        for (int& index : mailbox_index_) index = -1;
+        for (const SlotEvent& event : events) mailbox_index_[static_cast<size_t>(event.slot)] = -1;
         return events;
     }
     if (failure_) std::rethrow_exception(std::exchange(failure_, nullptr));
