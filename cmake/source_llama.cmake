@@ -21,6 +21,9 @@ set(LLAMA_BUILD_SERVER OFF CACHE BOOL "")
 set(LLAMA_BUILD_APP OFF CACHE BOOL "")
 set(LLAMA_OPENSSL OFF CACHE BOOL "")
 set(LLAMA_BUILD_IS_DEV OFF CACHE BOOL "")
+# llama.cpp's RPC backend: LlamaConfig(rpc_servers=...) and python -m llama_cpp.rpc_server.
+# -DGGML_RPC=OFF leaves it out (both then say so).
+set(GGML_RPC ON CACHE BOOL "")
 
 # CPU: -march=native crashed on an AMX machine (SIGSEGV in ggml_backend_amx_mul_mat), and a
 # native build is not portable anyway. Default to ggml's non-native x86-64 set (AVX, AVX2,
@@ -90,6 +93,9 @@ message(STATUS "CUDA: ${LLAMA_NB_CUDA_STATUS}")
 set(_llama_targets llama llama-common ggml ggml-base ggml-cpu)
 if (GGML_CUDA)
   list(APPEND _llama_targets ggml-cuda)
+endif()
+if (GGML_RPC)
+  list(APPEND _llama_targets ggml-rpc)
 endif()
 foreach(t ${_llama_targets})
   set_property(TARGET ${t} PROPERTY VERSION)

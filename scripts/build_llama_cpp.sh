@@ -21,12 +21,12 @@ jobs=${JOBS:-$(nproc)}
 # Same CPU flags as the package build (CMakeLists.txt): no -march=native, AVX2 level; ggml's
 # own thread pool instead of OpenMP (with OpenMP, a streaming consumer waking once per token
 # on a machine whose cores all decode slowed decoding 2.8x on the 2-core CI machine; see
-# docs/NOTES.md).
+# docs/NOTES.md). The RPC backend too, as in the package (LlamaConfig(rpc_servers=...)).
 # shellcheck disable=SC2086
 cmake -S "$src" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
   -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_TOOLS=ON -DLLAMA_OPENSSL=OFF \
-  -DLLAMA_BUILD_IS_DEV=OFF -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON ${CMAKE_ARGS:-} >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
+  -DLLAMA_BUILD_IS_DEV=OFF -DGGML_RPC=ON -DCMAKE_BUILD_RPATH_USE_ORIGIN=ON ${CMAKE_ARGS:-} >"$build.configure.log" 2>&1 || { cat "$build.configure.log"; exit 1; }
 # shellcheck disable=SC2086
 cmake --build "$build" -j "$jobs" --target llama llama-common $tools
 

@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [pool_e2e] [prefixbench] [serverbench] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [pool_e2e] [prefixbench] [serverbench] [scale] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -40,7 +40,7 @@ recipe() {
   { cat scripts/build_llama_cpp.sh "$LLAMA_CPP_SOURCE_DIR/.llama-cpp-nanobind-source"
     echo "${CUDA_ARCHS:-90} ${GPU_SYSTEM_CC:-0} $LLAMA_TOOLS_GPU"; } | sha256sum | cut -c1-16
 }
-LLAMA_TOOLS_GPU="llama-completion llama-tokenize llama-bench llama-batched-bench llama-quantize"
+LLAMA_TOOLS_GPU="llama-completion llama-tokenize llama-bench llama-batched-bench llama-quantize ggml-rpc-server"
 packed=$root/.device-prefix  # carried by the device tool when pack_prefix's output was saved there
 
 build() {
@@ -191,6 +191,20 @@ serverbench() {
   "$py" benchmarks/bench_server.py --model "$models/m1b-q4_k_m.gguf" --clients ${SERVER_CLIENTS:-64} \
     --max-tokens ${SERVER_TOKENS:-128} --rounds ${SERVER_ROUNDS:-3} --native "$prefix" --threads "$(nproc)" \
     --json "$out/bench_server.json" 2>&1 | tee "$out/bench_server.log"
+}
+
+# Issue 16 on two GPUs (nvidia-h200-x2): m8b split by layer and by row over both GPUs and over
+# two RPC workers on loopback, each against native in the same run; m1b's pool on one GPU
+# against two replicas. SCALE_PARTS picks (default: split rpc replicas).
+scale() {
+  local parts=${SCALE_PARTS:-split rpc replicas} args=()
+  [[ " $parts " == *" split "* ]] && args+=(--split layer,row)
+  [[ " $parts " == *" rpc "* ]] && args+=(--rpc)
+  [[ " $parts " == *" replicas "* ]] && args+=(--replicas-model "$models/m1b-q4_k_m.gguf")
+  stamp "scale-out: $parts"
+  nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv,noheader | tee "$out/gpus.txt"
+  "$py" benchmarks/bench_scale.py --prefix "$prefix" --model "$models/m8b-q4_k_m.gguf" "${args[@]}" \
+    --runs ${SCALE_RUNS:-3} --rounds ${SCALE_ROUNDS:-2} --json "$out/bench_scale.json" 2>&1 | tee "$out/bench_scale.log"
 }
 
 # Experiments behind the defaults (BENCHMARKS.md), each against the defaults: sampling on one

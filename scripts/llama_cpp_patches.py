@@ -445,6 +445,129 @@ render_scope::~render_scope() {
     }
     return std::make_pair(value, pos);""",
     ),
+    # RPC client: a worker that dies (or answers garbage) made RPC_STATUS_ASSERT abort the whole
+    # process from the RPC dispatcher thread, where no caller can catch anything (upstream's own
+    # fix, llama.cpp PR 26724, is not in this tree). Now the dispatcher marks itself failed, logs
+    # once, completes every pending and later message without I/O (outputs zeroed), and graphs on
+    # it return GGML_STATUS_FAILED (llama_decode then fails). The failures are readable through
+    # the backend registry ("ggml_backend_rpc_failures": how many connections failed,
+    # "ggml_backend_rpc_endpoint_failed": whether an endpoint's latest one did), so the engine
+    # can fail the generation whose results were lost. Once every buffer and backend of the failed
+    # connection is freed (the model closed), the next user of the endpoint connects afresh, as
+    # before. A connection that works behaves as before.
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """#define RPC_STATUS_ASSERT(x) if (!(x)) GGML_ABORT("Remote RPC server crashed or returned malformed response")
+""",
+        """#define RPC_STATUS_ASSERT(x) if (!(x)) GGML_ABORT("Remote RPC server crashed or returned malformed response")
+
+// llama-cpp-nanobind (scripts/llama_cpp_patches.py): connections that failed, process-wide,
+// and the endpoints whose latest connection failed.
+static std::atomic<uint64_t> rpc_failed_connections{0};
+static std::mutex rpc_failed_mutex;
+static std::unordered_set<std::string> rpc_failed_endpoints;
+static uint64_t ggml_backend_rpc_failures(void) {
+    return rpc_failed_connections.load();
+}
+static bool ggml_backend_rpc_endpoint_failed(const char * endpoint) {
+    std::lock_guard<std::mutex> lock(rpc_failed_mutex);
+    return rpc_failed_endpoints.count(endpoint) > 0;
+}
+static void rpc_mark_endpoint(const std::string & endpoint, bool failed) {
+    std::lock_guard<std::mutex> lock(rpc_failed_mutex);
+    if (failed) {
+        rpc_failed_endpoints.insert(endpoint);
+        rpc_failed_connections++;
+    } else {
+        rpc_failed_endpoints.erase(endpoint);
+    }
+}
+""",
+    ),
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """    void start(const std::string & endpoint);
+    void work();
+""",
+        """    void start(const std::string & endpoint);
+    void work();
+    bool failed() const { return failed_.load(); }
+""",
+    ),
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """    std::atomic_bool running;
+    std::thread      thread;
+};""",
+        """    std::atomic_bool running;
+    std::thread      thread;
+    std::atomic_bool failed_{false};
+    std::string      endpoint_;
+};""",
+    ),
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """    LOG_DBG("[%s] connected to %s\\n", __func__, endpoint.c_str());
+    running = true;""",
+        """    LOG_DBG("[%s] connected to %s\\n", __func__, endpoint.c_str());
+    endpoint_ = endpoint;
+    rpc_mark_endpoint(endpoint, false);
+    running = true;""",
+    ),
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """        if (msg_ptr->cmd != RPC_CMD_NONE) {
+            if (msg_ptr->output) {
+                bool status = send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size, msg_ptr->output, msg_ptr->output_size);
+                RPC_STATUS_ASSERT(status);
+            } else {
+                bool status = send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size);
+                RPC_STATUS_ASSERT(status);
+            }
+        }""",
+        """        if (msg_ptr->cmd != RPC_CMD_NONE) {
+            bool status = false;
+            if (!failed_) {
+                status = msg_ptr->output
+                    ? send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size, msg_ptr->output, msg_ptr->output_size)
+                    : send_rpc_cmd(sock, msg_ptr->cmd, msg_ptr->input.get(), msg_ptr->input_size);
+                if (!status) {
+                    GGML_LOG_ERROR("RPC server %s failed (connection lost or malformed response); "
+                                   "its buffers are gone\\n", endpoint_.c_str());
+                    failed_ = true;
+                    rpc_mark_endpoint(endpoint_, true);
+                }
+            }
+            if (!status && msg_ptr->output) {
+                memset(msg_ptr->output, 0, msg_ptr->output_size);
+            }
+        }""",
+    ),
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """    GGML_ASSERT(cgraph->n_nodes > 0);
+    bool reuse""",
+        """    GGML_ASSERT(cgraph->n_nodes > 0);
+    if (rpc_ctx->dispatcher->failed()) {
+        return GGML_STATUS_FAILED;
+    }
+    bool reuse""",
+    ),
+    (
+        "ggml/src/ggml-rpc/ggml-rpc.cpp",
+        """    if (std::strcmp(name, "ggml_backend_rpc_start_server") == 0) {
+        return (void *)ggml_backend_rpc_start_server;
+    }""",
+        """    if (std::strcmp(name, "ggml_backend_rpc_start_server") == 0) {
+        return (void *)ggml_backend_rpc_start_server;
+    }
+    if (std::strcmp(name, "ggml_backend_rpc_failures") == 0) {
+        return (void *)ggml_backend_rpc_failures;
+    }
+    if (std::strcmp(name, "ggml_backend_rpc_endpoint_failed") == 0) {
+        return (void *)ggml_backend_rpc_endpoint_failed;
+    }""",
+    ),
 ]
 
 # Regular-expression edits: (file, pattern, replacement, how many matches there must be).

@@ -10,6 +10,7 @@ namespace nb = nanobind;
 
 void bind_errors(nb::module_& m);
 void bind_log(nb::module_& m);
+void bind_devices(nb::module_& m);
 void bind_model(nb::module_& m);
 void bind_sampling(nb::module_& m);
 void bind_context(nb::module_& m);

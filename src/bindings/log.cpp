@@ -2,6 +2,7 @@
 #include <nanobind/stl/string.h>
 
 #include "../engine/backend.h"
+#include "../engine/devices.h"
 #include "bindings.h"
 
 void bind_log(nb::module_& m) {
@@ -12,7 +13,7 @@ void bind_log(nb::module_& m) {
           "and their devices, and whether GPU offload is available.");
     m.def("backend_free", &lcn::free_backend, nb::call_guard<nb::gil_scoped_release>(),
           "Frees llama.cpp's backend; it starts again on the next model load.");
-    m.def("supports_gpu_offload", &llama_supports_gpu_offload, "True when a GPU backend was built and found.");
+    m.def("supports_gpu_offload", &lcn::has_gpu, "True when a GPU backend was built and found a device.");
     m.def("llama_cpp_version", []() { return std::string(llama_version()); },
           "Version string of the linked libllama.");
 }

@@ -31,7 +31,8 @@ void bind_model(nb::module_& m) {
         .def_rw("path", &lcn::ModelParams::path)
         .def_rw("n_gpu_layers", &lcn::ModelParams::n_gpu_layers)
         .def_rw("vocab_only", &lcn::ModelParams::vocab_only)
-        .def_rw("use_mmap", &lcn::ModelParams::use_mmap);
+        .def_rw("use_mmap", &lcn::ModelParams::use_mmap)
+        .def_rw("placement", &lcn::ModelParams::placement);
 
     nb::class_<lcn::Model>(m, "Model", "Loaded GGUF weights and vocabulary; thread-safe, shared by contexts.")
         .def_static(

@@ -6,6 +6,7 @@ NB_MODULE(_core, m) {
     m.doc() = "Private nanobind extension of llama_cpp: use the llama_cpp package instead.";
     bind_errors(m);
     bind_log(m);
+    bind_devices(m);
     bind_model(m);
     bind_sampling(m);
     bind_grammar(m);

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "build_config.h"
+#include "devices.h"
 
 namespace lcn {
 namespace {
@@ -152,7 +153,8 @@ std::string system_info() {
             }
         }
         const std::string name = ggml_backend_reg_name(reg);
-        if (gpu_backend || (n_devices == 0 && name != "CPU")) {
+        // RPC has no device of its own: its devices are the servers a model names.
+        if (gpu_backend || (n_devices == 0 && name != "CPU" && name != "RPC")) {
             if (!gpu_backends.empty()) gpu_backends += ", ";
             gpu_backends += name;
             if (n_devices == 0) gpu_backends += " (no device found)";
@@ -161,7 +163,10 @@ std::string system_info() {
     out += "\nGPU backends: ";
     out += gpu_backends.empty() ? "none (this build is CPU-only)" : gpu_backends;
     out += "\nGPU offload: ";
-    out += llama_supports_gpu_offload() ? "yes" : "no";
+    out += has_gpu() ? "yes" : "no";
+    out += "\nRPC: ";
+    out += llama_supports_rpc() ? "yes (LlamaConfig(rpc_servers=[...]); workers: python -m llama_cpp.rpc_server)"
+                                : "no (built without GGML_RPC)";
     return out;
 }
 

@@ -9,6 +9,7 @@
 
 #include "abort_guard.h"
 #include "backend.h"
+#include "devices.h"
 #include "errors.h"
 
 namespace lcn {
@@ -39,7 +40,8 @@ const CpuThreadpoolApi& cpu_threadpool_api() {
 
 }  // namespace
 
-Context::Context(std::shared_ptr<Model> model, const ContextParams& p) : model_(std::move(model)) {
+Context::Context(std::shared_ptr<Model> model, const ContextParams& p)
+    : model_(std::move(model)), uses_rpc_(!model_->params().placement.rpc_servers.empty()) {
     if (p.n_batch == 0 || p.n_ubatch == 0 || p.n_seq_max == 0) {
         throw ValidationError("[Llama] n_batch, n_ubatch and n_seq_max must be at least 1");
     }
@@ -166,6 +168,7 @@ void Context::decode_batch(const char* what) {
     adapt_threads();
     const int32_t rc = llama_decode(ctx_, batch_);
     if (rc == 0) return;
+    if (uses_rpc_) check_rpc(what);
     if (rc == 2) throw GenerationError(std::string(what) + ": cancelled");
     if (rc == 1) {
         throw GenerationError(std::string(what) + ": no room in the KV cache for the batch (n_ctx=" +
@@ -184,12 +187,16 @@ void Context::check_prompt(const std::vector<llama_token>& tokens) const {
     for (llama_token t : tokens) model_->check_token(t, "prompt:");
 }
 
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b, size_t limit) {
+    limit = std::min({limit, a.size(), b.size()});
+    size_t n = 0;
+    while (n < limit && a[n] == b[n]) ++n;
+    return n;
+}
+
 size_t Context::prefix_kept(llama_seq_id seq, const std::vector<llama_token>& tokens) const {
-    const auto& cache = cached_[check_seq(seq)];
-    const size_t limit = std::min(cache.size(), tokens.empty() ? size_t{0} : tokens.size() - 1);
-    size_t keep = 0;
-    while (keep < limit && cache[keep] == tokens[keep]) ++keep;
-    return keep;
+    // The last token is always decoded: its logits are needed.
+    return common_prefix(cached_[check_seq(seq)], tokens, tokens.empty() ? 0 : tokens.size() - 1);
 }
 
 std::vector<std::pair<int32_t, size_t>> Context::prefill_group(
@@ -258,11 +265,7 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
     auto& cache = cached_[check_seq(seq)];
     check_prompt(tokens);
 
-    size_t keep = 0;
-    if (reuse_prefix) {
-        const size_t limit = std::min(cache.size(), tokens.size() - 1);  // the last token is always decoded
-        while (keep < limit && cache[keep] == tokens[keep]) ++keep;
-    }
+    size_t keep = reuse_prefix ? prefix_kept(seq, tokens) : 0;
     llama_memory_t mem = llama_get_memory(ctx_);
     if (keep == 0) {
         llama_memory_seq_rm(mem, seq, -1, -1);
@@ -334,13 +337,24 @@ void Context::truncate(llama_seq_id seq, size_t n) {
 
 bool Context::whole_model_on_gpu() const {
     const int32_t n_gpu_layers = model_->params().n_gpu_layers;
-    return llama_supports_gpu_offload() && (n_gpu_layers < 0 || n_gpu_layers > model_->n_layer());
+    // RPC workers count as GPUs here: the layers run elsewhere, the local CPU waits.
+    return (has_gpu() || uses_rpc_) && (n_gpu_layers < 0 || n_gpu_layers > model_->n_layer());
 }
 
 float* Context::logits(int32_t output_index) {
     float* row = llama_get_logits_ith(ctx_, output_index);
     if (row == nullptr) throw GenerationError("decode: no logits for output " + std::to_string(output_index));
+    // A lost RPC worker leaves zeros where its results should be: not a token to sample from.
+    if (uses_rpc_) check_rpc("decode");
     return row;
+}
+
+void Context::check_rpc(const char* what) const {
+    const std::string failed = failed_rpc_server(model_->params().placement.rpc_servers);
+    if (!failed.empty()) {
+        throw GenerationError(std::string(what) + ": the RPC server at " + failed +
+                              " failed (connection lost); load the model again once it is back");
+    }
 }
 
 PerfData Context::perf() const {

@@ -59,6 +59,9 @@ private:
 // Thread-safety: a Context is used by one decode loop at a time. Callers that
 // release the GIL take mutex() for the whole operation (a Baton: a stream takes it on the
 // caller's thread and its stream thread gives it back).
+// How many leading tokens `a` and `b` share, at most `limit`.
+size_t common_prefix(const std::vector<llama_token>& a, const std::vector<llama_token>& b, size_t limit);
+
 class Context {
 public:
     Context(std::shared_ptr<Model> model, const ContextParams& params);
@@ -176,8 +179,11 @@ private:
     // Before a decode: threads counts left at their default follow the cores other processes
     // leave free (ThreadGovernor); counts the user set are kept exactly.
     void adapt_threads();
+    // GenerationError when one of the model's RPC servers lost its connection.
+    void check_rpc(const char* what) const;
 
     std::shared_ptr<Model> model_;
+    bool uses_rpc_ = false;  // layers on RPC servers: results are checked for a lost one
     llama_context* ctx_ = nullptr;
     // Persistent CPU thread pools (generation, prompt batches), as llama.cpp's tools attach;
     // without them ggml makes a pool per graph.

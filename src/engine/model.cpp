@@ -69,6 +69,9 @@ std::shared_ptr<Model> Model::load(const ModelParams& params, const std::functio
     mp.n_gpu_layers = params.n_gpu_layers;
     mp.vocab_only = params.vocab_only;
     mp.load_mode = params.use_mmap ? mp.load_mode : LLAMA_LOAD_MODE_NONE;
+    std::vector<ggml_backend_dev_t> devices;  // what mp points into, alive until the load ends
+    std::vector<float> tensor_split;
+    apply_placement(params.placement, mp, devices, tensor_split);
     struct Progress {
         const std::function<bool(float)>* report;
         bool cancelled = false;

@@ -11,6 +11,8 @@
 #include <string_view>
 #include <vector>
 
+#include "devices.h"
+
 namespace lcn {
 
 // Throws ModelLoadError unless `path` names a readable file starting with the GGUF magic.
@@ -21,6 +23,7 @@ struct ModelParams {
     int32_t n_gpu_layers = -1;  // -1: every layer on the GPU when there is one
     bool vocab_only = false;
     bool use_mmap = true;
+    Placement placement;  // devices, split, RPC servers
 };
 
 // Shared by every context created from it: contexts hold a shared_ptr, so the

@@ -17,6 +17,7 @@ from ._registry import shutdown
 from .llama import Llama
 from .lora import LoraAdapter
 from .families import ModelFamily
+from .placement import Device, devices, rpc_available
 from .pool import LlamaPool
 from .sampling import SamplingParams
 from .unified import UnifiedLLM
@@ -41,6 +42,9 @@ __all__ = [
     "disable_logging",
     "reset_logging",
     "shutdown",
+    "Device",
+    "devices",
+    "rpc_available",
     "TemplateLimits",
     "template_limits",
     "set_template_limits",

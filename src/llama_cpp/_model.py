@@ -48,9 +48,10 @@ def resolve_config(
     return config
 
 
-def load(config: LlamaConfig) -> _core.Model:
+def load(config: LlamaConfig, owner: str = "Llama") -> _core.Model:
     """Loads the model of ``config``; ``verbose=True`` raises llama.cpp's log level, which is
-    process-wide, and warns so (to the caller of ``Llama(...)``/``LlamaPool(...)``)."""
+    process-wide, and warns so (to the caller of ``Llama(...)``/``LlamaPool(...)``). Errors
+    name ``owner`` unless the loader named it already."""
     if config.verbose:
         warnings.warn(
             "verbose=True raises llama.cpp's log level for the whole process, not only this instance: "
@@ -67,7 +68,8 @@ def load(config: LlamaConfig) -> _core.Model:
         reason = ("its name is not valid UTF-8, which llama.cpp needs: rename the file" if os.path.exists(path)
                   else "No such file or directory")
         raise ModelLoadError(f"cannot open model file {path!r}: {reason}") from None
-    return _core.Model.load(model_params(config), progress=config.progress_callback)
+    with api_errors(owner):
+        return _core.Model.load(model_params(config), progress=config.progress_callback)
 
 
 class ModelView:

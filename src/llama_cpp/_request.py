@@ -10,7 +10,7 @@ from . import _core
 from ._errors import api_errors
 from ._replies import RenderedChat
 from ._validate import INT32_MAX, prompt_tokens_or_text, require_int, stop_list
-from .config import KV_CACHE_TYPES, POOLING_TYPES, LlamaConfig
+from .config import KV_CACHE_TYPES, POOLING_TYPES, SPLIT_MODES, LlamaConfig
 from .errors import ValidationError
 from .grammar import LlamaGrammar
 from .sampling import SamplingParams
@@ -41,6 +41,13 @@ def model_params(config: LlamaConfig) -> _core.ModelParams:
     params.n_gpu_layers = min(config.n_gpu_layers, INT32_MAX)  # more layers than the model has: all
     params.vocab_only = config.vocab_only
     params.use_mmap = config.use_mmap
+    placement = _core.Placement()
+    placement.split_mode = -1 if config.split_mode is None else SPLIT_MODES[config.split_mode]
+    placement.main_gpu = config.main_gpu
+    placement.tensor_split = list(config.tensor_split or [])
+    placement.devices = [str(d) for d in config.devices or []]  # an index travels as its digits
+    placement.rpc_servers = list(config.rpc_servers or [])
+    params.placement = placement
     return params
 
 

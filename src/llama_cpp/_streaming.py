@@ -61,9 +61,10 @@ class GenerationStream:
         if piece is not None:
             return piece
         self._finished = True
-        self._stream.wait()
+        stream, self._stream = self._stream, None  # an ended stream lets go of the context (and model)
+        stream.wait()
         with api_errors(self._api):
-            self._result = self._stream.result()  # raises the generation's error, if any
+            self._result = stream.result()  # raises the generation's error, if any
         raise StopIteration
 
     def close(self) -> None:
@@ -72,9 +73,12 @@ class GenerationStream:
             return
         self._finished = True
         self._start = None
-        if self._stream is not None:
-            self._stream.cancel()
-            self._stream.wait()
+        stream = self._stream
+        if stream is not None:
+            stream.cancel()
+            stream.wait()
+            _ = self.result  # kept: the stream lets go of the context (and model) below
+            self._stream = None
 
     def __enter__(self) -> GenerationStream:
         return self

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
@@ -12,6 +13,8 @@ _API = "LlamaConfig"
 UINT32_MAX = 0xFFFFFFFF
 GGML_MAX_N_THREADS = 512  # ggml's thread pools hold at most this many threads
 SPECULATIVE_KINDS = ("ngram", "draft")
+SPLIT_MODES = {"none": 0, "layer": 1, "row": 2, "tensor": 3}  # llama_split_mode
+MAX_DEVICES = 16  # llama_max_devices(); also ggml's limit of RPC servers (GGML_RPC_MAX_SERVERS)
 POOLING_TYPES = {"none": 0, "mean": 1, "cls": 2, "last": 3, "rank": 4}  # llama_pooling_type
 # The KV cache types llama.cpp's tools accept (--cache-type-k/-v), as ggml_type values.
 KV_CACHE_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6, "q5_1": 7}
@@ -39,6 +42,28 @@ class LlamaConfig:
         n_threads_batch: CPU threads for prompt processing and batched steps; ``None`` uses
             ``n_threads`` when that is set, else every available core, shed as above.
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
+        split_mode: how a model spreads over several devices (llama.cpp's ``--split-mode``):
+            ``"layer"`` (each device holds whole layers and their KV cache; llama.cpp's default,
+            taken when ``None``), ``"row"`` (large matrices split by rows across GPUs, CUDA),
+            ``"tensor"`` (tensor parallelism over every GPU) or ``"none"`` (one device:
+            ``main_gpu``).
+        main_gpu: index of the device that holds the whole model with ``split_mode="none"``
+            (and the intermediate results with ``"row"``), among the model's devices:
+            ``devices`` when given, else the machine's GPUs. One that does not exist raises
+            ``ValidationError`` naming the devices there are, at load.
+        tensor_split: share of the model each device gets, in the order of the model's devices
+            (``[3, 1]``: three quarters on the first); ``None`` splits by free memory.
+        devices: the devices the model may use, as indices into the offload devices of
+            :func:`~llama_cpp.devices` (``[0, 1]``) or ggml names (``["CUDA1"]``); ``None``:
+            every GPU. A device that does not exist raises ``ValidationError`` naming those
+            there are, at load.
+        rpc_servers: llama.cpp RPC workers (``["192.168.1.10:50052", ...]``, or one
+            comma-separated string as llama.cpp's ``--rpc`` takes) whose devices join the
+            model's, before the local ones; each runs ``python -m llama_cpp.rpc_server``
+            (or llama.cpp's ``rpc-server``). The RPC protocol has no authentication and no
+            encryption: use it only on a network you trust. A worker that goes away
+            mid-generation fails that generation with ``GenerationError``; load the model
+            again once it is back.
         offload_kqv: keep the KV cache and attention on the GPU.
         flash_attn: ``None`` lets llama.cpp decide, ``True``/``False`` forces it.
         cpu_poll: how hard llama.cpp's CPU threads busy-wait for the next graph, 0 (sleep at
@@ -91,6 +116,11 @@ class LlamaConfig:
     n_threads: int | None = None
     n_threads_batch: int | None = None
     n_gpu_layers: int = -1
+    split_mode: str | None = None
+    main_gpu: int = 0
+    tensor_split: list[float] | None = None
+    devices: list[int | str] | None = None
+    rpc_servers: list[str] | None = None
     offload_kqv: bool = True
     flash_attn: bool | None = None
     cpu_poll: int | None = None
@@ -157,7 +187,21 @@ class LlamaConfig:
                 f"[{_API}] type_v={self.type_v!r} (a quantized V cache) needs flash attention; "
                 "flash_attn=False cannot have it"
             )
+        self._check_placement()
         self._check_speculative()
+
+    def _check_placement(self) -> None:
+        if self.split_mode is not None and (not isinstance(self.split_mode, str) or self.split_mode not in SPLIT_MODES):
+            raise ValidationError(
+                f"[{_API}] split_mode must be one of {', '.join(SPLIT_MODES)} or None, got {self.split_mode!r}"
+            )
+        require_int(_API, "main_gpu", self.main_gpu, minimum=0, maximum=MAX_DEVICES - 1)
+        if self.tensor_split is not None:
+            self.tensor_split = _proportions(self.tensor_split)
+        if self.devices is not None:
+            self.devices = _device_list(self.devices)
+        if self.rpc_servers is not None:
+            self.rpc_servers = rpc_endpoints(_API, self.rpc_servers)
 
     def _check_speculative(self) -> None:
         if self.draft_model is not None:
@@ -180,3 +224,54 @@ class LlamaConfig:
     def field_names(cls) -> frozenset[str]:
         """Names of every field (what ``Llama(path, **overrides)`` accepts)."""
         return frozenset(f.name for f in fields(cls))
+
+
+def _sequence(name: str, value: object, what: str, api: str = _API) -> list[object]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, (list, tuple)):
+        raise ValidationError(f"[{api}] {name} must be a list of {what} or None, got {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_DEVICES:
+        raise ValidationError(f"[{api}] {name} must list 1 to {MAX_DEVICES} {what}, got {len(value)}")
+    return list(value)
+
+
+def _proportions(value: object) -> list[float]:
+    shares = _sequence("tensor_split", value, "non-negative numbers")
+    out = []
+    for share in shares:
+        if isinstance(share, bool) or not isinstance(share, (int, float)) or not math.isfinite(share) or share < 0:
+            raise ValidationError(f"[{_API}] tensor_split must hold finite non-negative numbers, got {share!r}")
+        out.append(float(share))
+    if sum(out) <= 0:
+        raise ValidationError(f"[{_API}] tensor_split must give some device a positive share, got {out}")
+    return out
+
+
+def _device_list(value: object) -> list[int | str]:
+    out: list[int | str] = []
+    for device in _sequence("devices", value, "device indices or names"):
+        if isinstance(device, bool) or not isinstance(device, (int, str)):
+            raise ValidationError(f"[{_API}] devices must hold ints (indices) or str (names), got {device!r}")
+        if isinstance(device, int) and device < 0:
+            raise ValidationError(f"[{_API}] devices: an index must be >= 0, got {device}")
+        if isinstance(device, str) and (not device or not device.isprintable() or device.strip() != device):
+            raise ValidationError(f"[{_API}] devices: {device!r} is not a device name")
+        if device in out:
+            raise ValidationError(f"[{_API}] devices lists {device!r} twice")
+        out.append(device)
+    return out
+
+
+def rpc_endpoints(api: str, value: object) -> list[str]:
+    """``value`` (a list of ``"host:port"``, or one comma-separated string) checked, as a list."""
+    if isinstance(value, str):
+        value = [part.strip() for part in value.split(",")]
+    out: list[str] = []
+    for endpoint in _sequence("rpc_servers", value, "host:port strings", api):
+        host, sep, port = endpoint.rpartition(":") if isinstance(endpoint, str) else ("", "", "")
+        if not isinstance(endpoint, str) or not sep or not host or not port.isdigit() \
+                or not 1 <= int(port) <= 65535 or not host.isprintable() or any(c.isspace() for c in host):
+            raise ValidationError(f"[{api}] rpc_servers: {endpoint!r} is not host:port (port 1-65535)")
+        if endpoint in out:
+            raise ValidationError(f"[{api}] rpc_servers lists {endpoint!r} twice")
+        out.append(endpoint)
+    return out

@@ -84,7 +84,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         self.pool_size = pool_size
         self.config = config
         self._closed = False
-        self._model: _core.Model | None = _model.load(config)
+        self._model: _core.Model | None = _model.load(config, "LlamaPool")
         self._view = ModelView("LlamaPool.llama", self._require_model, str(config.model_path), config.chat_format)
         context = _core.Context(self._model, _request.context_params(config))
         self._n_ctx_seq = int(context.n_ctx_seq)
