@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 
 import pytest
 
@@ -209,6 +210,26 @@ def test_streaming_and_early_exit(pool):
     assert wait_until_idle(pool) < 24 + 50
     assert len(pieces) > 1
     assert "".join(pieces) == run(pool.generate(PROMPTS[0], max_tokens=24, sampling=GREEDY))
+
+
+def test_break_frees_the_sequence_at_once(pool):
+    # Leaving the loop drops the stream, and with it the request: at once, not at the next
+    # garbage collection (the stream and its generator must not hold each other).
+    async def main():
+        async for _ in pool.generate_stream(PROMPTS[1], max_tokens=None, sampling=GREEDY):
+            break
+        deadline = asyncio.get_running_loop().time() + 30  # a busy machine steps slowly
+        while pool.active:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.005)
+        return True
+
+    gc.disable()  # a cycle would be freed only by the collector: make sure none is needed
+    try:
+        assert run(main())
+    finally:
+        gc.enable()
 
 
 def test_a_stream_is_an_async_iterator(pool):

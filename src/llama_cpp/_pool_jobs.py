@@ -17,7 +17,9 @@ from ._replies import ReplyParser
 
 class Job:
     """One request's journey through the scheduler: its future, its optional stream of
-    pieces (delivered to an event loop or a thread-safe queue), and its cancel flag."""
+    pieces (delivered to an event loop or a thread-safe queue), and its cancel flag.
+    ``wake`` is set by the replica that queues the job: cancelling must wake that replica's
+    scheduler, and only the replica knows which one it is."""
 
     _ids = itertools.count()
 
@@ -28,7 +30,14 @@ class Job:
         self.future: concurrent.futures.Future[_core.GenerationResult] = concurrent.futures.Future()
         self.on_piece = on_piece
         self.cancelled = threading.Event()
+        self.wake: Callable[[], None] | None = None
         self.number = next(self._ids)
+
+    def cancel(self) -> None:
+        """Asks the scheduler holding the job to drop it (and free its sequence) at its next round."""
+        self.cancelled.set()
+        if self.wake is not None:
+            self.wake()
 
     def _deliver(self, item: Any) -> None:
         # The consumer may be gone (its event loop closed after it left a stream early): the
@@ -109,24 +118,23 @@ class PoolStream:
     frees its sequence at the scheduler's next step. Once the last piece is out, ``result``
     is the request's ``GenerationResult`` (``n_prompt_tokens``, ``tokens``, ``finish_reason``)."""
 
-    def __init__(
-        self,
-        enqueue: Callable[[Job], Job],
-        cancel: Callable[[Job], None],
-        api: str,
-        request: _core.GenerationRequest,
-    ) -> None:
-        self._enqueue, self._cancel = enqueue, cancel  # the pool's
+    def __init__(self, enqueue: Callable[[Job], Job], api: str, request: _core.GenerationRequest) -> None:
+        self._enqueue = enqueue  # the pool's: it picks the replica
         self._api, self._request = api, request
         self._pieces: AsyncGenerator[str, None] | None = None
-        self.result: Any = None
+        self._outcome: list[_core.GenerationResult] = []  # the result, once the last piece is out
+
+    @property
+    def result(self) -> Any:
+        """The request's ``GenerationResult`` once the last piece is out, else None."""
+        return self._outcome[0] if self._outcome else None
 
     def __aiter__(self) -> PoolStream:
         return self
 
     async def __anext__(self) -> str:
         if self._pieces is None:
-            self._pieces = self._run()
+            self._pieces = _pieces(self._enqueue, self._api, self._request, self._outcome)
         return await self._pieces.__anext__()
 
     async def aclose(self) -> None:
@@ -134,31 +142,37 @@ class PoolStream:
         if self._pieces is not None:
             await self._pieces.aclose()
 
-    async def _run(self) -> AsyncGenerator[str, None]:
-        mailbox = LoopMailbox.of(asyncio.get_running_loop())
-        queue: asyncio.Queue[Any] = asyncio.Queue()
-        job = self._enqueue(Job(self._api, self._request, lambda item: mailbox.post(queue, item)))
-        try:
-            held: list[Any] = []  # the end (None or an error) read while joining pieces
-            while True:
-                item = held.pop() if held else await queue.get()
-                # Pieces that queued up while this consumer was busy leave as one: a server under
-                # load then writes one event for them instead of one each.
-                while isinstance(item, str) and not queue.empty():
-                    following = queue.get_nowait()
-                    if not isinstance(following, str):
-                        held.append(following)
-                        break
-                    item += following
-                if item is None:
-                    self.result = job.future.result()
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            if not job.future.done():
-                self._cancel(job)
+
+async def _pieces(
+    enqueue: Callable[[Job], Job], api: str, request: _core.GenerationRequest, outcome: list[_core.GenerationResult]
+) -> AsyncGenerator[str, None]:
+    # A function, not a PoolStream method: a generator holding its stream would be a reference
+    # cycle, and a stream left by ``break`` would then be cancelled only at the next garbage
+    # collection instead of as soon as it is dropped (asyncio closes unreferenced generators).
+    mailbox = LoopMailbox.of(asyncio.get_running_loop())
+    queue: asyncio.Queue[Any] = asyncio.Queue()
+    job = enqueue(Job(api, request, lambda item: mailbox.post(queue, item)))
+    try:
+        held: list[Any] = []  # the end (None or an error) read while joining pieces
+        while True:
+            item = held.pop() if held else await queue.get()
+            # Pieces that queued up while this consumer was busy leave as one: a server under
+            # load then writes one event for them instead of one each.
+            while isinstance(item, str) and not queue.empty():
+                following = queue.get_nowait()
+                if not isinstance(following, str):
+                    held.append(following)
+                    break
+                item += following
+            if item is None:
+                outcome.append(job.future.result())
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        if not job.future.done():
+            job.cancel()
 
 
 async def chat_stream(pieces: PoolStream, model: str, replies: ReplyParser) -> AsyncIterator[dict[str, Any]]:

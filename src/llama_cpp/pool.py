@@ -1,9 +1,9 @@
-"""LlamaPool: many concurrent requests over one copy of the weights (continuous batching)."""
+"""LlamaPool: many concurrent requests over one copy of the weights (continuous batching), or
+over several (replicas, ``_pool_replica.py``), each request routed to the least-loaded one."""
 
 from __future__ import annotations
 
 import asyncio
-import collections
 import concurrent.futures
 import os
 import threading
@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 from . import _chat, _core, _model, _openai, _registry, _request
 from ._arguments import ChatArgs, ChatOptions
-from ._errors import with_api
 from ._model import ModelView
 from ._pool_jobs import Job, PoolStream, chat_stream
+from ._pool_replica import Replica, replica_configs
 from ._replies import RenderedChat
 from ._validate import require_bool, require_int
 from .config import LlamaConfig
@@ -41,6 +41,22 @@ class LlamaPool(_chat.ChatTemplateMethods):
     with the batch. Compared with ``pool_size`` separate models, this saves
     ``(pool_size - 1) * model size``.
 
+    Replicas (``replicas=N`` or ``devices=[0, 1, ...]``): for more requests per second from a
+    model that fits on one device, the pool loads N independent copies, each with its own
+    weights, context, engine and scheduler, and sends each request to the replica holding the
+    fewest (decoding and queued; ties go to the one chosen least recently, so a burst spreads
+    evenly). ``devices`` puts one replica on each listed device (an index into the GPU list,
+    or a name such as ``"CUDA0"``), that device alone; ``replicas=N`` alone puts replica i on
+    GPU i when there are at least N GPUs and the config leaves placement open (no ``devices``
+    or ``split_mode`` in it, ``n_gpu_layers`` not 0), else every replica takes the config's
+    placement (on a CPU: N copies in RAM sharing its cores, where one replica with a larger
+    ``pool_size`` usually serves as well). Memory: one copy of the weights, KV cache and
+    compute buffers per replica. ``pool_size`` is per replica (up to ``replicas * pool_size``
+    requests decode at once), and so are ``config.progress_callback`` calls (one load after
+    the other). To spread one model over several devices instead, give the placement in the
+    config (``config=LlamaConfig(devices=[0, 1])``). The default, one replica, is the pool
+    described above.
+
     After each step's decode, the active requests sample side by side on ``sampling_threads``
     threads (the scheduler's included). Default: one per core, at most 8, when the whole model
     is on a GPU (64 requests on an H200 machine: 0.21 ms of sampling per step against 0.70 ms
@@ -54,7 +70,8 @@ class LlamaPool(_chat.ChatTemplateMethods):
     the same as without; ``n_reused_tokens`` of a result (``usage.prompt_tokens_details.
     cached_tokens`` in chat) counts the tokens not decoded again. Models whose memory cannot
     continue from a copied prefix (sliding-window attention, recurrent or hybrid) decode every
-    prompt whole; :attr:`share_prefixes` then reads False.
+    prompt whole; :attr:`share_prefixes` then reads False. Replicas share nothing: a prefix
+    is found only in the replica the request is sent to.
 
     All request methods are coroutines (``await pool.generate(...)``); :meth:`submit` returns
     a ``concurrent.futures.Future`` for threaded code. Thread-safe.
@@ -69,6 +86,8 @@ class LlamaPool(_chat.ChatTemplateMethods):
         warmup: bool = False,
         sampling_threads: int | None = None,
         share_prefixes: bool = True,
+        replicas: int | None = None,
+        devices: Sequence[int | str] | None = None,
         **overrides: Any,
     ) -> None:
         require_int("LlamaPool", "pool_size", pool_size, minimum=1, maximum=256)
@@ -81,26 +100,35 @@ class LlamaPool(_chat.ChatTemplateMethods):
         config = replace(config, n_ctx=per_request_ctx * pool_size)
         if config.vocab_only:
             raise ValidationError("[LlamaPool] vocab_only=True cannot generate")
+        configs = replica_configs(config, replicas, devices)  # checked before any weights load
         self.pool_size = pool_size
         self.config = config
         self._closed = False
-        self._model: _core.Model | None = _model.load(config, "LlamaPool")
+        self._close_lock = threading.Lock()
+        loaded: list[Replica] = []
+        try:
+            for i, replica_config in enumerate(configs):
+                # Loaded here, not in Replica, so that load's warnings point at the caller.
+                model = _model.load(replica_config, "LlamaPool")
+                name = "llama-cpp-pool" if i == 0 else f"llama-cpp-pool-{i}"
+                loaded.append(Replica(model, replica_config, pool_size, sampling_threads, share_prefixes, name))
+        except BaseException:
+            for replica in loaded:  # stops their schedulers and frees their weights
+                replica.close()
+            raise
+        self._replicas = loaded
+        # Routing state: when each replica was last chosen (ties go to the least recent).
+        self._route_lock = threading.Lock()
+        self._chosen_at = [0] * len(loaded)
+        self._choices = 0
+        self._n_ctx_seq = loaded[0].n_ctx_seq
         self._view = ModelView("LlamaPool.llama", self._require_model, str(config.model_path), config.chat_format)
-        context = _core.Context(self._model, _request.context_params(config))
-        self._n_ctx_seq = int(context.n_ctx_seq)
-        if sampling_threads is None:
-            sampling_threads = 0 if context.whole_model_on_gpu else 1  # 0: the engine picks
-        # The engine holds the context (and the context its model) until close() drops it. Its
-        # own thread steps the active requests; the scheduler thread admits, cancels and delivers.
-        self._engine: _core.PoolEngine | None = _core.PoolEngine(context, sampling_threads, share_prefixes)
-        self._context: _core.Context | None = context
-        self._cond = threading.Condition()
-        self._pending: collections.deque[Job] = collections.deque()
-        self._thread = threading.Thread(target=self._schedule, name="llama-cpp-pool", daemon=True)
-        self._thread.start()
-        _registry.register(self, close_first=True)  # its scheduler stops before any model goes
-        if warmup:
-            self.submit("Hello", max_tokens=2, sampling=SamplingParams.greedy()).result()
+        _registry.register(self, close_first=True)  # its schedulers stop before any model goes
+        if warmup:  # every replica, each its own first request
+            jobs = [replica.enqueue(Job("submit", self._request("submit", "Hello", 2, SamplingParams.greedy(), None,
+                                                                None))) for replica in loaded]
+            for job in jobs:
+                job.future.result()
 
     # ---- lifecycle -----------------------------------------------------------------------------
 
@@ -110,7 +138,8 @@ class LlamaPool(_chat.ChatTemplateMethods):
         ``n_vocab``, ``n_ctx_train``, ``n_embd``, ``token_bos``, ``token_eos``, ``is_eog``,
         ``metadata``, ``chat_template`` and ``model_path``, as on :class:`Llama`. It cannot
         decode or reset: generation and its state belong to the pool's methods (``generate`` and
-        the like raise ``LlamaError`` naming the pool method to use)."""
+        the like raise ``LlamaError`` naming the pool method to use). With replicas, it views
+        the first one's model (every replica loads the same file)."""
         return self._view
 
     @property
@@ -119,72 +148,78 @@ class LlamaPool(_chat.ChatTemplateMethods):
         return self._n_ctx_seq
 
     @property
+    def replicas(self) -> int:
+        """How many copies of the model serve the pool (``replicas`` or ``len(devices)``; 1 by default)."""
+        return len(self._replicas)
+
+    @property
+    def replica_loads(self) -> list[tuple[int, int]]:
+        """``(active, waiting)`` of each replica, in replica order (replica i is on ``devices[i]``):
+        requests decoding there now and requests queued there. The router sends a request to
+        the replica with the smallest sum. All zeros once closed."""
+        return [(replica.active, replica.waiting) for replica in self._replicas]
+
+    @property
     def sampling_threads(self) -> int:
-        """Threads that sample the active requests of a step side by side (the scheduler's included)."""
-        return int(self._require_engine("sampling_threads").sampling_threads)
+        """Threads that sample the active requests of a step side by side (the scheduler's included),
+        per replica."""
+        return int(self._replicas[0].engine("sampling_threads").sampling_threads)
 
     @property
     def share_prefixes(self) -> bool:
         """Prompts start from the KV cells of a prefix another sequence holds (see the class)."""
-        return bool(self._require_engine("share_prefixes").share_prefixes)
+        return bool(self._replicas[0].engine("share_prefixes").share_prefixes)
 
     @property
     def active(self) -> int:
-        """Requests decoding now (each holds one of the ``pool_size`` sequences); 0 once closed."""
-        engine = self._engine
-        return 0 if engine is None else int(engine.active)
+        """Requests decoding now (each holds one of the ``pool_size`` sequences of a replica),
+        all replicas together; 0 once closed."""
+        return sum(replica.active for replica in self._replicas)
 
     @property
     def waiting(self) -> int:
-        """Requests queued for a sequence, in arrival order (not yet decoding)."""
-        return len(self._pending)
+        """Requests queued for a sequence, in arrival order (not yet decoding), all replicas together."""
+        return sum(replica.waiting for replica in self._replicas)
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters of the pool's context, all requests together (the keys of
-        :meth:`Llama.perf`): ``n_eval`` counts every generated token decoded."""
-        return dict(self._require_context("perf").perf())
+        :meth:`Llama.perf`): ``n_eval`` counts every generated token decoded. With replicas,
+        every key is the sum over the replicas: ``n_prompt_eval``, ``n_eval`` and
+        ``n_graph_reused`` count all of them, and ``t_load_ms``, ``t_prompt_eval_ms`` and
+        ``t_eval_ms`` add up each replica's time (replicas decode side by side, so these can
+        exceed the time that passed)."""
+        replicas = self._replicas
+        if len(replicas) == 1:
+            return replicas[0].perf("perf")
+        totals: dict[str, float] = {}
+        for replica in replicas:
+            for key, value in replica.perf("perf").items():
+                totals[key] = totals.get(key, 0) + value
+        return totals
 
     def perf_reset(self) -> None:
-        """Zeroes the counters of :meth:`perf`."""
-        self._require_context("perf_reset").perf_reset()
-
-    def _require_context(self, api: str) -> _core.Context:
-        context = self._context
-        if context is None:
-            raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
-        return context
+        """Zeroes the counters of :meth:`perf` (of every replica)."""
+        for replica in self._replicas:
+            replica.perf_reset("perf_reset")
 
     def _require_model(self, api: str) -> _core.Model:
-        model = self._model
+        model = self._replicas[0].model
         if model is None:
             raise LlamaError(f"[LlamaPool.llama.{api}] the pool is closed")
         return model
 
-    def _require_engine(self, api: str) -> _core.PoolEngine:
-        engine = self._engine
-        if engine is None:
-            raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
-        return engine
-
-    def _interrupt(self) -> None:
-        engine = self._engine
-        if engine is not None:
-            engine.interrupt()
-
     def close(self) -> None:
-        """Stops the scheduler; waiting and running requests fail with ``LlamaError``.
-        Safe to call more than once."""
-        with self._cond:
+        """Stops the scheduler (of every replica); waiting and running requests fail with
+        ``LlamaError``. Safe to call more than once."""
+        with self._close_lock:
             if self._closed:
                 return
             self._closed = True
-            self._cond.notify_all()
-        self._interrupt()
-        self._thread.join()
+        for replica in self._replicas:  # all stop at once, then each is waited for
+            replica.stop()
+        for replica in self._replicas:
+            replica.close()
         self._view.release()
-        self._engine = None  # frees the context (KV cache) and, with the model, the weights
-        self._context = None
-        self._model = None
         _registry.unregister(self)
 
     def __enter__(self) -> LlamaPool:
@@ -199,97 +234,18 @@ class LlamaPool(_chat.ChatTemplateMethods):
     async def __aexit__(self, *exc_info: object) -> None:
         await asyncio.get_running_loop().run_in_executor(None, self.close)
 
-    # ---- the scheduler -------------------------------------------------------------------------
+    # ---- routing -------------------------------------------------------------------------------
 
     def _enqueue(self, job: Job) -> Job:
-        with self._cond:
-            if self._closed:
-                raise LlamaError("[LlamaPool] the pool is closed")
-            self._pending.append(job)
-            self._cond.notify()
-        self._interrupt()  # a run of steps in progress returns so the job can be admitted
-        return job
-
-    def _schedule(self) -> None:
-        active: dict[int, Job] = {}
-        engine = self._require_engine("scheduler")  # close() drops it only once this thread has ended
-        try:
-            self._serve(engine, active)
-            error = LlamaError("[LlamaPool] the pool was closed")
-        except BaseException as exc:  # a bug of ours: fail every request rather than hang them
-            error = LlamaError(f"[LlamaPool] the scheduler stopped: {exc!r}")
-            with self._cond:
-                self._closed = True
-        for slot, job in active.items():
-            try:
-                engine.cancel(slot)
-            finally:
-                job.fail(error)
-        with self._cond:
-            pending, self._pending = list(self._pending), collections.deque()
-        for job in pending:
-            job.fail(error)
-
-    def _serve(self, engine: _core.PoolEngine, active: dict[int, Job]) -> None:
-        while True:
-            with self._cond:
-                while not self._closed and not self._pending and not active:
-                    self._cond.wait()
-                if self._closed:
-                    break
-                admitted: list[Job] = []
-                while self._pending and len(active) + len(admitted) < self.pool_size:
-                    admitted.append(self._pending.popleft())
-            starting = []
-            for job in admitted:
-                if job.cancelled.is_set():
-                    job.fail(asyncio.CancelledError())
-                else:
-                    starting.append(job)
-            if starting:
-                # Prompts admitted together are decoded together; a failing request fails alone.
-                earlier, outcomes = engine.add_many([j.request for j in starting])
-                for event in earlier:  # a slot they finish may be one a new request got
-                    self._dispatch(active, event)
-                for job, event in zip(starting, outcomes):
-                    if event.error is not None and event.slot < 0:
-                        job.fail(with_api(job.api, event.error))
-                    else:
-                        active[event.slot] = job
-                        self._dispatch(active, event)
-            for slot, job in list(active.items()):
-                if job.cancelled.is_set():
-                    engine.cancel(slot)
-                    del active[slot]
-                    job.fail(asyncio.CancelledError())
-            if not active:
-                continue
-            try:
-                # The engine's thread keeps stepping while this one delivers: text released
-                # meanwhile joins the slot's next event, so decoding never waits for Python.
-                events = engine.wait()
-            except LlamaError as exc:
-                for slot, job in active.items():
-                    engine.cancel(slot)
-                    job.fail(with_api(job.api, exc))
-                active.clear()
-                continue
-            for event in events:
-                self._dispatch(active, event)
-
-    @staticmethod
-    def _dispatch(active: dict[int, Job], event: _core.SlotEvent) -> None:
-        job = active.get(event.slot)
-        if job is None:  # cancelled after this event was released: nobody waits for it
-            return
-        job.emit(event.text)
-        if event.finished:
-            del active[event.slot]
-            if event.error is not None:
-                job.fail(with_api(job.api, event.error))
-            else:
-                assert event.result is not None  # a request that finished without an error has one
-                job.finish(event.result)
+        replicas = self._replicas
+        if len(replicas) == 1:
+            return replicas[0].enqueue(job)
+        # Chosen and queued under one lock: the next choice sees this job in the replica's load.
+        with self._route_lock:
+            best = min(range(len(replicas)), key=lambda i: (replicas[i].load, self._chosen_at[i]))
+            self._choices += 1
+            self._chosen_at[best] = self._choices
+            return replicas[best].enqueue(job)
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -305,7 +261,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
         chat: RenderedChat | None = None,
     ) -> _core.GenerationRequest:
         """Validates a request now, in the caller's frame (a bad argument raises here)."""
-        model = self._model
+        model = self._replicas[0].model
         if self._closed or model is None:
             raise LlamaError(f"[LlamaPool.{api}] the pool is closed")
         return _request.build(f"LlamaPool.{api}", model, self._n_ctx_seq, self.config.seed, prompt,
@@ -334,17 +290,11 @@ class LlamaPool(_chat.ChatTemplateMethods):
         job.future.add_done_callback(done)
         return text
 
-    def _cancel(self, job: Job) -> None:
-        job.cancelled.set()
-        self._interrupt()
-        with self._cond:
-            self._cond.notify()
-
     async def _await(self, job: Job) -> _core.GenerationResult:
         try:
             return await asyncio.wrap_future(job.future)
         except asyncio.CancelledError:
-            self._cancel(job)
+            job.cancel()
             raise
 
     async def generate(
@@ -390,8 +340,8 @@ class LlamaPool(_chat.ChatTemplateMethods):
         (``async for piece in pool.generate_stream(...)``). Arguments are checked now; the
         request is queued when iteration starts. Leaving the loop early frees the request's
         sequence at the next step."""
-        return PoolStream(self._enqueue, self._cancel, "generate_stream",
-                       self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
+        return PoolStream(self._enqueue, "generate_stream",
+                          self._request("generate_stream", prompt, max_tokens, sampling, stop, grammar))
 
     async def create_chat_completion(
         self, messages: Sequence[dict[str, Any]], **kwargs: Unpack[ChatArgs]
@@ -406,7 +356,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
                                 chat.grammar, chat.logprobs, chat.rendered)
         name, replies = options.model or self._view.model_path, chat.rendered.replies
         if options.stream:
-            return chat_stream(PoolStream(self._enqueue, self._cancel, "create_chat_completion", request), name, replies)
+            return chat_stream(PoolStream(self._enqueue, "create_chat_completion", request), name, replies)
         job = self._enqueue(Job("create_chat_completion", request))
         result = await self._await(job)
         pieces = self._view.piece_texts(result) if options.logprobs else None
