@@ -1,5 +1,6 @@
 """A ``LlamaPool`` request on its way through the scheduler (:class:`Job`) and the async
-iterators that stream its pieces (:class:`PoolStream`) and chat chunks (:func:`chat_stream`)."""
+iterators that stream its pieces (:class:`PoolStream`), chat chunks (:func:`chat_stream`) and
+completion chunks (:func:`completion_stream`)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Job:
         request.stream = on_piece is not None
         self.future: concurrent.futures.Future[_core.GenerationResult] = concurrent.futures.Future()
         self.on_piece = on_piece
+        self.logprobs = request.logprobs >= 0  # events then carry tokens: they travel whole
         self.cancelled = threading.Event()
         self.number = next(self._ids)
 
@@ -41,9 +43,13 @@ class Job:
             self.on_piece = None
             self.cancelled.set()
 
-    def emit(self, text: str) -> None:
-        if text:
-            self._deliver(text)
+    def emit(self, event: _core.SlotEvent) -> None:
+        """Hands on the text an event releases; with logprobs, the event itself (its tokens too)."""
+        if self.logprobs:
+            if event.text or len(event.logprobs):
+                self._deliver(event)
+        elif event.text:
+            self._deliver(event.text)
 
     def finish(self, result: _core.GenerationResult) -> None:
         if not self.future.done():
@@ -119,6 +125,7 @@ class PoolStream:
         self._enqueue, self._cancel = enqueue, cancel  # the pool's
         self._api, self._request = api, request
         self._pieces: AsyncGenerator[str, None] | None = None
+        self._logprobs = _core.TokenLogprobs()
         self.result: Any = None
 
     def __aiter__(self) -> PoolStream:
@@ -128,6 +135,19 @@ class PoolStream:
         if self._pieces is None:
             self._pieces = self._run()
         return await self._pieces.__anext__()
+
+    def take_logprobs(self) -> _core.TokenLogprobs:
+        """With logprobs requested: the tokens the pieces yielded since the last call released,
+        with their log-probabilities (a piece may then be empty: it only releases tokens)."""
+        taken, self._logprobs = self._logprobs, _core.TokenLogprobs()
+        return taken
+
+    def _text(self, item: Any) -> Any:
+        """An event with tokens (logprobs requested) as its text; its tokens join those to take."""
+        if isinstance(item, _core.SlotEvent):
+            self._logprobs.extend(item.logprobs)
+            return item.text
+        return item
 
     async def aclose(self) -> None:
         """Cancels the request if it is still running."""
@@ -141,11 +161,11 @@ class PoolStream:
         try:
             held: list[Any] = []  # the end (None or an error) read while joining pieces
             while True:
-                item = held.pop() if held else await queue.get()
+                item = self._text(held.pop() if held else await queue.get())
                 # Pieces that queued up while this consumer was busy leave as one: a server under
                 # load then writes one event for them instead of one each.
                 while isinstance(item, str) and not queue.empty():
-                    following = queue.get_nowait()
+                    following = self._text(queue.get_nowait())
                     if not isinstance(following, str):
                         held.append(following)
                         break
@@ -161,14 +181,31 @@ class PoolStream:
                 self._cancel(job)
 
 
-async def chat_stream(pieces: PoolStream, model: str, replies: ReplyParser) -> AsyncIterator[dict[str, Any]]:
-    chunks = _openai.ChatChunks(model, replies)
+async def chat_stream(
+    pieces: PoolStream, model: str, replies: ReplyParser, piece_texts: _openai.PieceTexts | None
+) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.ChatChunks(model, replies, piece_texts)
     try:
         yield chunks.start()
         async for piece in pieces:
-            for chunk in chunks.piece(piece):
+            for chunk in chunks.piece(piece, pieces.take_logprobs()):
                 yield chunk
         for chunk in chunks.end(pieces.result):
             yield chunk
     finally:  # closed early: the request is cancelled now, not when the generator is collected
+        await pieces.aclose()
+
+
+async def completion_stream(
+    pieces: PoolStream, model: str, echo_prefix: str, piece_texts: _openai.PieceTexts | None
+) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.CompletionChunks(model, echo_prefix, piece_texts)
+    try:
+        for chunk in chunks.start():
+            yield chunk
+        async for piece in pieces:
+            for chunk in chunks.piece(piece, pieces.take_logprobs()):
+                yield chunk
+        yield chunks.end(pieces.result)
+    finally:
         await pieces.aclose()
