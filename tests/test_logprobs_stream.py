@@ -23,7 +23,9 @@ STOPPED = [" lone vessel"]
 
 @pytest.fixture(scope="module")
 def pool(smollm2_path):
-    with LlamaPool(smollm2_path, pool_size=4, n_ctx=256, n_threads=2) as p:
+    # Every prompt decoded whole: a prompt continued from shared KV cells is decoded in other
+    # batches, and its logprobs may differ in the last digits from the same prompt decoded whole.
+    with LlamaPool(smollm2_path, pool_size=4, n_ctx=512, n_threads=2, share_prefixes=False) as p:
         yield p
 
 
@@ -91,6 +93,21 @@ def test_pool_busy_consumer_gets_joined_pieces_with_all_their_tokens(pool):
     chunks = run(busy())
     _check_chat_chunks(chunks, whole)
     assert len(chunks) <= 5 < len(whole["choices"][0]["logprobs"]["content"])  # role, first, joined, end
+
+
+def test_pool_streamed_tool_call_keeps_every_token(pool):
+    # The reply parser holds the call's text until it can say what it is: the tokens then ride
+    # on the chunks that come out later, none lost, none twice.
+    weather = {"type": "function", "function": {
+        "name": "get_weather", "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
+                                              "required": ["city"]}}}
+    ask = dict(tools=[weather], tool_choice="required", max_tokens=40, **GREEDY)
+    messages = [{"role": "user", "content": "Weather in Paris?"}]
+    whole = run(pool.create_chat_completion(messages, **ask))
+    assert whole["choices"][0]["finish_reason"] == "tool_calls"
+    chunks = run(_collect(run(pool.create_chat_completion(messages, stream=True, **ask))))
+    assert _entries(chunks) == whole["choices"][0]["logprobs"]["content"]
+    assert chunks[-1]["choices"][0]["finish_reason"] == "tool_calls"
 
 
 @cpu_numerics
