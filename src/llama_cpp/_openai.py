@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, Union
+from typing import Any
 
 from . import _core
 from ._streaming import GenerationStream
@@ -16,7 +16,7 @@ from .grammar import LlamaGrammar
 
 
 # Tokens with their log-probabilities: a whole result, or the tokens one streamed piece released.
-Tokens = Union[_core.GenerationResult, _core.TokenLogprobs]
+Tokens = _core.GenerationResult | _core.TokenLogprobs
 # The text of every token (and alternative) of some Tokens (ModelView.piece_texts).
 PieceTexts = Callable[[Tokens], dict[int, str]]
 
