@@ -165,6 +165,58 @@ def test_response_format_and_logprobs(client):
     assert all(len(t.top_logprobs) == 3 and t.logprob <= 0 for t in content)
 
 
+@real_weights
+def test_streamed_chat_logprobs_equal_the_whole_reply(client):
+    ask = dict(model="smol", messages=HI, max_tokens=10, temperature=0, logprobs=True, top_logprobs=2)
+    whole = client.chat.completions.create(**ask)
+    entries, text = [], ""
+    for chunk in client.chat.completions.create(**ask, stream=True):
+        choice = chunk.choices[0]
+        text += choice.delta.content or ""
+        if choice.logprobs is not None:
+            entries += choice.logprobs.content
+    assert text == whole.choices[0].message.content
+    assert [e.model_dump() for e in entries] == [e.model_dump() for e in whole.choices[0].logprobs.content]
+    assert all(len(e.top_logprobs) == 2 for e in entries)
+
+
+def _sse_payloads(response: httpx.Response) -> list[dict]:
+    events = [e[6:] for e in response.read().decode().split("\n\n") if e.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    return [json.loads(e) for e in events[:-1]]
+
+
+@real_weights
+def test_completions_logprobs_streamed_and_not(server):
+    body = {"prompt": "The sea is", "max_tokens": 8, "temperature": 0, "logprobs": 2, "stop": ["."]}
+    whole = httpx.post(f"{server.url}/v1/completions", json=body, headers=server.headers(), timeout=60).json()
+    lp = whole["choices"][0]["logprobs"]
+    assert set(lp) == {"tokens", "token_logprobs", "top_logprobs", "text_offset"}
+    assert len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]) == \
+        whole["usage"]["completion_tokens"]
+    assert all(len(top) == 2 and value <= 0 for top, value in zip(lp["top_logprobs"], lp["token_logprobs"]))
+    assert lp["text_offset"][:2] == [0, len(lp["tokens"][0])]
+    with httpx.stream("POST", f"{server.url}/v1/completions", json={**body, "stream": True},
+                      headers=server.headers(), timeout=60) as r:
+        chunks = _sse_payloads(r)
+    joined = {key: [v for c in chunks if c["choices"][0]["logprobs"] for v in c["choices"][0]["logprobs"][key]]
+              for key in lp}
+    assert joined == lp
+    assert "".join(c["choices"][0]["text"] for c in chunks) == whole["choices"][0]["text"]
+
+
+def test_logprobs_out_of_range_get_400(server):
+    post = lambda path, body: httpx.post(f"{server.url}{path}", json=body, headers=server.headers(), timeout=60)  # noqa: E731
+    for value in (21, -1):
+        for stream in (False, True):
+            error = _error(post("/v1/completions", {"prompt": "Hi", "max_tokens": 2, "logprobs": value,
+                                                    "stream": stream}), 400)
+            assert "logprobs" in error["message"] and error["type"] == "invalid_request_error"
+            error = _error(post("/v1/chat/completions", {"messages": HI, "max_tokens": 2, "logprobs": True,
+                                                         "top_logprobs": value, "stream": stream}), 400)
+            assert "top_logprobs" in error["message"]
+
+
 def test_embeddings_float_and_base64(client):
     floats = client.embeddings.create(model="SmolLM2-135M-Instruct.Q4_1", input=["hello world", "goodbye"])
     assert [d.index for d in floats.data] == [0, 1] and len(floats.data[0].embedding) == 576

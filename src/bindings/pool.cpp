@@ -12,6 +12,7 @@ namespace {
 struct PySlotEvent {
     int32_t slot;
     nb::str text;
+    lcn::TokenLogprobs logprobs;
     bool finished;
     std::optional<PyGenerationResult> result;
     nb::object error;
@@ -20,7 +21,8 @@ struct PySlotEvent {
 PySlotEvent event_to_python(lcn::SlotEvent&& e) {
     std::optional<PyGenerationResult> result;
     if (e.finished && !e.error) result = to_python(std::move(e.result));
-    return {e.slot, decode_utf8(e.text), e.finished, std::move(result), exception_object(e.error)};
+    return {e.slot, decode_utf8(e.text), std::move(e.logprobs), e.finished, std::move(result),
+            exception_object(e.error)};
 }
 
 std::vector<PySlotEvent> to_python(std::vector<lcn::SlotEvent>&& events) {
@@ -36,6 +38,9 @@ void bind_pool(nb::module_& m) {
     nb::class_<PySlotEvent>(m, "SlotEvent", "What a BatchEngine call reports for one slot.")
         .def_ro("slot", &PySlotEvent::slot, "The request's slot; -1 for a request that failed to start.")
         .def_ro("text", &PySlotEvent::text, "Text released since the last event (may be empty).")
+        .def_ro("logprobs", &PySlotEvent::logprobs,
+                "A streamed request with logprobs: the tokens whose text this event releases (at the end, "
+                "those whose text was held back), with their log-probabilities; else empty.")
         .def_ro("finished", &PySlotEvent::finished)
         .def_ro("result", &PySlotEvent::result, "The GenerationResult of a request that finished without error.")
         .def_prop_ro(

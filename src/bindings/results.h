@@ -27,6 +27,7 @@ PyGenerationResult to_python(lcn::GenerationResult&& result);
 // thread keeps the stream itself until the loop has ended).
 struct StreamHandle {
     std::shared_ptr<lcn::Stream> stream;
+    lcn::TokenLogprobs logprobs;  // of the pieces get() returned, not yet taken
     explicit StreamHandle(std::shared_ptr<lcn::Stream> s) : stream(std::move(s)) {}
     StreamHandle(const StreamHandle&) = delete;
     StreamHandle& operator=(const StreamHandle&) = delete;

@@ -43,6 +43,7 @@ SlotEvent BatchEngine::text_event(size_t slot, std::string text) {
     SlotEvent event;
     event.slot = static_cast<int32_t>(slot);
     event.text = std::move(text);
+    if (streaming_[slot]) slots_[slot]->release_logprobs(event.logprobs);
     return event;
 }
 

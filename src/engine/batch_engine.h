@@ -18,6 +18,9 @@ namespace lcn {
 struct SlotEvent {
     int32_t slot = -1;
     std::string text;  // text released by this step (may be empty)
+    // A streamed request that asked for logprobs: the tokens whose text this event releases
+    // (with the end, those still held back), with their log-probabilities. Else empty.
+    TokenLogprobs logprobs;
     bool finished = false;
     GenerationResult result;  // valid when finished
     // A request that failed on its own (sampling) finishes with its exception here; the
@@ -68,7 +71,7 @@ private:
                        const std::vector<size_t>& slot_of, const std::vector<bool>& stream,
                        std::vector<SlotEvent>& outcomes);
     SlotEvent finish_slot(size_t slot, std::string text);
-    static SlotEvent text_event(size_t slot, std::string text);
+    SlotEvent text_event(size_t slot, std::string text);
 
     Context& context_;
     const bool share_prefixes_;

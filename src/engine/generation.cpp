@@ -19,6 +19,17 @@ const char* finish_reason_name(FinishReason reason) {
     return "";
 }
 
+void TokenLogprobs::append(TokenLogprobs&& other) {
+    if (other.tokens.empty()) return;
+    if (tokens.empty()) {
+        *this = std::move(other);
+        return;
+    }
+    tokens.insert(tokens.end(), other.tokens.begin(), other.tokens.end());
+    token_logprobs.insert(token_logprobs.end(), other.token_logprobs.begin(), other.token_logprobs.end());
+    for (auto& top : other.top_logprobs) top_logprobs.push_back(std::move(top));
+}
+
 Sequence::Sequence(Context& context, llama_seq_id seq_id, GenerationRequest request)
     : context_(context),
       seq_id_(seq_id),
@@ -141,7 +152,15 @@ void Sequence::take(llama_token token, std::string& text_out) {
     result_.tokens.push_back(token);
     const bool as_text = !request_.text_tokens.empty() &&
                          std::binary_search(request_.text_tokens.begin(), request_.text_tokens.end(), token);
-    if (text_.push(model.token_to_piece(token, as_text), text_out)) {
+    const std::string piece = model.token_to_piece(token, as_text);
+    const size_t before = text_out.size();
+    const bool stopped = text_.push(piece, text_out);
+    if (request_.logprobs >= 0) {
+        pushed_bytes_ += piece.size();
+        token_ends_.push_back(pushed_bytes_);
+        released_bytes_ += text_out.size() - before;
+    }
+    if (stopped) {
         result_.finish_reason = FinishReason::stop;
         return;
     }
@@ -154,6 +173,24 @@ void Sequence::take(llama_token token, std::string& text_out) {
         return;
     }
     next_ = token;
+}
+
+void Sequence::release_logprobs(TokenLogprobs& out) {
+    if (request_.logprobs < 0) return;
+    const size_t n_tokens = result_.tokens.size();
+    if (finished()) {
+        n_released_ = n_tokens;
+    } else {
+        while (n_released_ < n_tokens && token_ends_[n_released_] <= released_bytes_) ++n_released_;
+    }
+    if (n_handed_ == n_released_) return;
+    const auto from = static_cast<std::ptrdiff_t>(n_handed_), to = static_cast<std::ptrdiff_t>(n_released_);
+    out.tokens.insert(out.tokens.end(), result_.tokens.begin() + from, result_.tokens.begin() + to);
+    out.token_logprobs.insert(out.token_logprobs.end(), result_.token_logprobs.begin() + from,
+                              result_.token_logprobs.begin() + to);
+    out.top_logprobs.insert(out.top_logprobs.end(), result_.top_logprobs.begin() + from,
+                            result_.top_logprobs.begin() + to);
+    n_handed_ = n_released_;
 }
 
 void Sequence::finish(FinishReason reason, std::string& text_out) {
@@ -177,8 +214,10 @@ DecodeLoop::DecodeLoop(Context& context, GenerationRequest request, TextCallback
 
 void DecodeLoop::emit() {
     bool keep_going = true;
-    if (on_text_) keep_going = on_text_(piece_);
+    seq_.release_logprobs(released_);
+    if (on_text_) keep_going = on_text_(piece_, std::move(released_));
     piece_.clear();
+    released_ = TokenLogprobs();
     if (cancel_ != nullptr && cancel_->cancelled()) keep_going = false;
     if (!keep_going) seq_.cancel(piece_);
 }
@@ -195,6 +234,13 @@ void DecodeLoop::launch_next() {
     }
 }
 
+void DecodeLoop::flush() {
+    seq_.release_logprobs(released_);
+    if ((!piece_.empty() || !released_.empty()) && on_text_) on_text_(piece_, std::move(released_));
+    piece_.clear();
+    released_ = TokenLogprobs();
+}
+
 void DecodeLoop::start() {
     seq_.start(piece_);
     emit();  // the first piece at once: time to first piece is what a consumer waits on
@@ -203,8 +249,7 @@ void DecodeLoop::start() {
 GenerationResult DecodeLoop::finish() {
     if (seq_.speculator()) {
         run_speculative();
-        if (!piece_.empty() && on_text_) on_text_(piece_);
-        piece_.clear();
+        flush();
         return std::move(seq_.result());
     }
     // The first one-token decode after a prompt builds its graph anew: that happens after the
@@ -221,8 +266,7 @@ GenerationResult DecodeLoop::finish() {
     }
     // A consumer that cancelled may leave one decode queued: the loop ends with the context idle.
     if (in_flight) context_.synchronize();
-    if (!piece_.empty() && on_text_) on_text_(piece_);
-    piece_.clear();
+    flush();
     return std::move(seq_.result());
 }
 

@@ -52,6 +52,17 @@ struct GenerationResult {
     size_t n_spec_steps = 0, n_drafted = 0, n_accepted = 0;
 };
 
+// Tokens with their log-probabilities: a stretch of a GenerationResult's tokens,
+// token_logprobs and top_logprobs (streams hand these out with the text they release).
+struct TokenLogprobs {
+    std::vector<llama_token> tokens;
+    std::vector<float> token_logprobs;
+    std::vector<std::vector<std::pair<llama_token, float>>> top_logprobs;
+
+    bool empty() const { return tokens.empty(); }
+    void append(TokenLogprobs&& other);
+};
+
 class Sequence {
 public:
     Sequence(Context& context, llama_seq_id seq_id, GenerationRequest request);
@@ -80,6 +91,10 @@ public:
     size_t prompt_size() const { return request_.prompt.size(); }
     void cancel(std::string& text_out);
     const std::shared_ptr<Speculator>& speculator() const { return request_.speculator; }
+    // With logprobs requested: appends the tokens whose text has been released since the last
+    // call (all of them once finished: text held back for a stop string or a partial UTF-8
+    // character goes with the end), with their log-probabilities. Else does nothing.
+    void release_logprobs(TokenLogprobs& out);
 
     // Speculative decoding. The most tokens a proposal may have now: it never runs past
     // max_tokens, nor so close to the context's end that the checks of a token taken would
@@ -107,9 +122,14 @@ private:
     TextStream text_;
     llama_token next_ = -1;
     GenerationResult result_;
+    // For release_logprobs (kept only with logprobs requested): where each token's piece ends
+    // in the text pushed, how much of that text is released, and the tokens handed out.
+    std::vector<size_t> token_ends_;
+    size_t pushed_bytes_ = 0, released_bytes_ = 0, n_released_ = 0, n_handed_ = 0;
 };
 
-using TextCallback = std::function<bool(const std::string&)>;
+// A released piece of text, with the tokens it releases when logprobs were requested.
+using TextCallback = std::function<bool(const std::string& piece, TokenLogprobs&& logprobs)>;
 
 // One sequence run to completion in `context` (whose mutex the caller holds), in two halves
 // that may run on different threads: start() decodes the prompt and hands over the first
@@ -134,6 +154,7 @@ public:
 
 private:
     void emit();
+    void flush();  // the last piece and tokens, if any (no cancelling left to do)
     void launch_next();
     void run_speculative();
 
@@ -142,6 +163,7 @@ private:
     TextCallback on_text_;
     const CancelToken* cancel_;
     std::string piece_;
+    TokenLogprobs released_;  // with logprobs: the tokens piece_ releases
     std::vector<std::pair<llama_seq_id, llama_token>> step_;
 };
 

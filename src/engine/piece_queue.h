@@ -1,5 +1,5 @@
-// PieceQueue: hands text pieces from a decoding thread to a consumer thread with no
-// Python involved on the producer side (no GIL per token). The consumer blocks in pop();
+// PieceQueue: hands text pieces (and, with logprobs, their tokens) from a decoding thread to
+// a consumer thread with no Python involved on the producer side (no GIL per token). The consumer blocks in pop();
 // cancel() asks the producer to stop at its next token.
 #pragma once
 
@@ -9,17 +9,26 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <utility>
+
+#include "generation.h"
 
 namespace lcn {
 
+struct Piece {
+    std::string text;
+    TokenLogprobs logprobs;  // the tokens the text releases, when logprobs were requested
+};
+
 class PieceQueue {
 public:
-    // Producer: queues a non-empty piece; returns false once the consumer has cancelled.
-    bool push(const std::string& piece) {
-        if (!piece.empty()) {
+    // Producer: queues a piece unless it is empty (no text, no tokens); returns false once
+    // the consumer has cancelled.
+    bool push(const std::string& text, TokenLogprobs&& logprobs) {
+        if (!text.empty() || !logprobs.empty()) {
             {
                 std::lock_guard<std::mutex> lock(mutex_);
-                pieces_.push_back(piece);
+                pieces_.push_back(Piece{text, std::move(logprobs)});
             }
             ready_.notify_one();
         }
@@ -36,11 +45,11 @@ public:
     }
 
     // Consumer: the next piece, or nothing once the queue is closed and empty.
-    std::optional<std::string> pop() {
+    std::optional<Piece> pop() {
         std::unique_lock<std::mutex> lock(mutex_);
         ready_.wait(lock, [this] { return !pieces_.empty() || closed_; });
         if (pieces_.empty()) return std::nullopt;
-        std::string piece = std::move(pieces_.front());
+        Piece piece = std::move(pieces_.front());
         pieces_.pop_front();
         return piece;
     }
@@ -51,7 +60,7 @@ public:
 private:
     std::mutex mutex_;
     std::condition_variable ready_;
-    std::deque<std::string> pieces_;
+    std::deque<Piece> pieces_;
     bool closed_ = false;
     std::atomic<bool> cancelled_{false};
 };

@@ -77,6 +77,7 @@ void PoolEngine::merge(std::vector<SlotEvent>&& events) {
         }
         SlotEvent& pending = mailbox_[static_cast<size_t>(index)];
         pending.text += event.text;
+        pending.logprobs.append(std::move(event.logprobs));
         if (event.finished) {
             pending.finished = true;
             pending.result = std::move(event.result);

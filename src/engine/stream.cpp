@@ -5,7 +5,9 @@ namespace lcn {
 std::shared_ptr<Stream> Stream::start(Context& context, GenerationRequest request) {
     std::shared_ptr<Stream> stream(new Stream());
     Stream* s = stream.get();
-    TextCallback on_text = [s](const std::string& piece) { return s->pieces_.push(piece); };
+    TextCallback on_text = [s](const std::string& piece, TokenLogprobs&& logprobs) {
+        return s->pieces_.push(piece, std::move(logprobs));
+    };
     context.mutex().lock();
     try {
         s->loop_ = std::make_unique<DecodeLoop>(context, std::move(request), std::move(on_text));

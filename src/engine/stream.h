@@ -29,7 +29,7 @@ public:
     Stream& operator=(const Stream&) = delete;
 
     // Consumer: the next piece (waits for it), or nothing once the generation has ended.
-    std::optional<std::string> next_piece() { return pieces_.pop(); }
+    std::optional<Piece> next_piece() { return pieces_.pop(); }
     // The loop stops before its next token.
     void cancel() { pieces_.cancel(); }
     // Until the loop has ended and the context is free.

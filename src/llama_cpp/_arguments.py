@@ -12,6 +12,7 @@ from typing import Any, TypedDict
 from ._validate import require_bool, require_int, require_text
 from .errors import ValidationError
 from .grammar import LlamaGrammar
+from .sampling import SamplingParams
 
 
 class ChatArgs(TypedDict, total=False):
@@ -148,6 +149,16 @@ class CompletionOptions:
         if options.logprobs is not None:
             require_int(api, "logprobs", options.logprobs, minimum=0, maximum=20)
         return options
+
+    def sampling(self) -> SamplingParams:
+        """The sampler the options ask for (``SamplingParams`` checks the values)."""
+        return SamplingParams(
+            temperature=self.temperature, top_p=self.top_p, min_p=self.min_p, typical_p=self.typical_p,
+            seed=self.seed, top_k=self.top_k, repeat_penalty=self.repeat_penalty,
+            frequency_penalty=self.frequency_penalty, presence_penalty=self.presence_penalty,
+            mirostat=self.mirostat_mode, mirostat_tau=self.mirostat_tau, mirostat_eta=self.mirostat_eta,
+            logit_bias=self.logit_bias,
+        )
 
 
 def _check_shared(api: str, options: ChatOptions | CompletionOptions) -> None:

@@ -21,7 +21,7 @@ from .errors import LlamaError, ModelLoadError, ValidationError
 # What to use instead of a generation or state method on the pool's view, for its message.
 _POOL_HINTS = {
     "generate": "use LlamaPool.generate", "generate_stream": "use LlamaPool.generate_stream",
-    "generate_async": "use LlamaPool.generate", "create_completion": "use LlamaPool.generate",
+    "generate_async": "use LlamaPool.generate", "create_completion": "use LlamaPool.create_completion",
     "create_chat_completion": "use LlamaPool.create_chat_completion",
     "create_chat_completion_async": "use LlamaPool.create_chat_completion",
     "perf": "use LlamaPool.perf", "perf_reset": "use LlamaPool.perf_reset",
@@ -236,8 +236,9 @@ class ModelView:
         with api_errors(api), self._template_lock:
             return dict(self._chat_template(api.rsplit(".", 1)[-1]).capabilities)
 
-    def piece_texts(self, result: _core.GenerationResult) -> dict[int, str]:
-        """Text of every token that appears in a result's tokens or top alternatives."""
+    def piece_texts(self, result: _core.GenerationResult | _core.TokenLogprobs) -> dict[int, str]:
+        """Text of every token that appears in a result's (or a streamed piece's) tokens or top
+        alternatives."""
         model = self._model("logprobs")
         ids = set(result.tokens)
         for alternatives in result.top_logprobs:

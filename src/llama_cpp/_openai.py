@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from . import _core
@@ -13,6 +13,12 @@ from ._streaming import GenerationStream
 from ._replies import ReplyParser
 from .errors import ValidationError
 from .grammar import LlamaGrammar
+
+
+# Tokens with their log-probabilities: a whole result, or the tokens one streamed piece released.
+Tokens = _core.GenerationResult | _core.TokenLogprobs
+# The text of every token (and alternative) of some Tokens (ModelView.piece_texts).
+PieceTexts = Callable[[Tokens], dict[int, str]]
 
 
 def _ended(stream: GenerationStream) -> _core.GenerationResult:
@@ -34,7 +40,9 @@ def _finish_reason(result: _core.GenerationResult) -> str:
     return "length" if result.finish_reason == "length" else "stop"
 
 
-def _completion_logprobs(result: _core.GenerationResult, pieces: dict[int, str], offset: int) -> dict[str, Any]:
+def _completion_logprobs(result: Tokens, pieces: dict[int, str], offset: int) -> dict[str, Any]:
+    """The legacy shape: ``tokens``, ``text_offset`` (in the whole reply, echo included),
+    ``token_logprobs`` and ``top_logprobs`` (``{token text: logprob}`` per token)."""
     tokens = [pieces[t] for t in result.tokens]
     offsets = []
     for text in tokens:
@@ -66,27 +74,55 @@ def completion(result: _core.GenerationResult, model: str, echo_prefix: str, pie
     }
 
 
-def completion_chunks(stream: GenerationStream, model: str, echo_prefix: str) -> Iterator[dict[str, Any]]:
-    cid, created = f"cmpl-{uuid.uuid4()}", int(time.time())
+class CompletionChunks:
+    """Makes the ``text_completion`` chunks of one streamed completion: the echoed prompt
+    first, then one chunk per piece, then an empty one with the finish reason and ``usage``.
+    With logprobs (``piece_texts``), each chunk carries the legacy ``logprobs`` of the tokens
+    its text released (a piece may then have no text and only tokens: text held back for a
+    stop string or a partial character comes with a later piece)."""
 
-    def chunk(text: str, finish_reason: str | None) -> dict[str, Any]:
+    def __init__(self, model: str, echo_prefix: str, piece_texts: PieceTexts | None) -> None:
+        self.id, self.created, self.model = f"cmpl-{uuid.uuid4()}", int(time.time()), model
+        self._echo, self._piece_texts, self._offset = echo_prefix, piece_texts, len(echo_prefix)
+
+    def _chunk(self, text: str, logprobs: dict[str, Any] | None, finish_reason: str | None) -> dict[str, Any]:
         return {
-            "id": cid,
+            "id": self.id,
             "object": "text_completion",
-            "created": created,
-            "model": model,
-            "choices": [{"text": text, "index": 0, "logprobs": None, "finish_reason": finish_reason}],
+            "created": self.created,
+            "model": self.model,
+            "choices": [{"text": text, "index": 0, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
 
+    def start(self) -> list[dict[str, Any]]:
+        return [self._chunk(self._echo, None, None)] if self._echo else []
+
+    def piece(self, text: str, released: _core.TokenLogprobs) -> list[dict[str, Any]]:
+        logprobs = None
+        if self._piece_texts is not None and len(released):
+            logprobs = _completion_logprobs(released, self._piece_texts(released), self._offset)
+            self._offset += sum(len(t) for t in logprobs["tokens"])
+        return [self._chunk(text, logprobs, None)] if text or logprobs else []
+
+    def end(self, result: _core.GenerationResult) -> dict[str, Any]:
+        last = self._chunk("", None, _finish_reason(result))
+        last["usage"] = _usage(result)
+        return last
+
+
+def completion_chunks(
+    stream: GenerationStream, model: str, echo_prefix: str, piece_texts: PieceTexts | None
+) -> Iterator[dict[str, Any]]:
+    chunks = CompletionChunks(model, echo_prefix, piece_texts)
     with stream:
-        if echo_prefix:
-            yield chunk(echo_prefix, None)
+        yield from chunks.start()
         for piece in stream:
-            yield chunk(piece, None)
-        yield chunk("", _finish_reason(_ended(stream)))
+            yield from chunks.piece(piece, stream.take_logprobs())
+        yield chunks.end(_ended(stream))
 
 
-def _chat_logprobs(result: _core.GenerationResult, pieces: dict[int, str]) -> dict[str, Any]:
+def _chat_logprobs(result: Tokens, pieces: dict[int, str]) -> list[dict[str, Any]]:
+    """``logprobs.content`` of chat: one entry per token."""
     content = []
     for token, lp, alternatives in zip(result.tokens, result.token_logprobs, result.top_logprobs):
         text = pieces[token]
@@ -100,7 +136,7 @@ def _chat_logprobs(result: _core.GenerationResult, pieces: dict[int, str]) -> di
                 ],
             }
         )
-    return {"content": content}
+    return content
 
 
 def _chat_finish_reason(result: _core.GenerationResult, message: dict[str, Any]) -> str:
@@ -124,7 +160,7 @@ def chat_completion(
             {
                 "index": 0,
                 "message": message,
-                "logprobs": None if pieces is None else _chat_logprobs(result, pieces),
+                "logprobs": None if pieces is None else {"content": _chat_logprobs(result, pieces)},
                 "finish_reason": _chat_finish_reason(result, message),
             }
         ],
@@ -150,26 +186,39 @@ class ChatChunks:
     """Makes the ``chat.completion.chunk`` dicts of one streamed reply: the role first, then
     the deltas the reply's parser finds in each piece (``content``, ``reasoning_content`` or
     ``tool_calls`` as OpenAI streams them), then an empty delta with the finish reason and the
-    request's ``usage``."""
+    request's ``usage``.
 
-    def __init__(self, model: str, replies: ReplyParser) -> None:
+    With logprobs (``piece_texts``), a chunk's ``logprobs.content`` lists the tokens whose
+    text was released since the previous chunk: each token once, in order, so the entries of
+    all chunks together are the unstreamed reply's. Text the generation holds back (a
+    possible stop string, a partial UTF-8 character) or the parser holds back (a tool call,
+    a reasoning marker) moves its tokens to the chunk that comes out next, or to the last."""
+
+    def __init__(self, model: str, replies: ReplyParser, piece_texts: PieceTexts | None = None) -> None:
         self.id, self.created, self.model = f"chatcmpl-{uuid.uuid4()}", int(time.time()), model
         self._deltas = replies.stream()
+        self._piece_texts = piece_texts
+        self._held: list[dict[str, Any]] = []  # logprobs entries no chunk carried yet
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None) -> dict[str, Any]:
+        logprobs = None
+        if self._held:
+            logprobs, self._held = {"content": self._held}, []
         return {
             "id": self.id,
             "object": "chat.completion.chunk",
             "created": self.created,
             "model": self.model,
-            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}],
+            "choices": [{"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}],
         }
 
     def start(self) -> dict[str, Any]:
         return self._chunk({"role": "assistant"}, None)
 
-    def piece(self, text: str) -> list[dict[str, Any]]:
-        return [self._chunk(_delta(d), None) for d in self._deltas.feed(text)]
+    def piece(self, text: str, released: _core.TokenLogprobs | None = None) -> list[dict[str, Any]]:
+        if self._piece_texts is not None and released is not None and len(released):
+            self._held.extend(_chat_logprobs(released, self._piece_texts(released)))
+        return [self._chunk(_delta(d), None) for d in self._deltas.feed(text)] if text else []
 
     def end(self, result: _core.GenerationResult) -> list[dict[str, Any]]:
         deltas, message = self._deltas.finish()
@@ -180,12 +229,14 @@ class ChatChunks:
         return chunks
 
 
-def chat_chunks(stream: GenerationStream, model: str, replies: ReplyParser) -> Iterator[dict[str, Any]]:
-    chunks = ChatChunks(model, replies)
+def chat_chunks(
+    stream: GenerationStream, model: str, replies: ReplyParser, piece_texts: PieceTexts | None
+) -> Iterator[dict[str, Any]]:
+    chunks = ChatChunks(model, replies, piece_texts)
     with stream:
         yield chunks.start()
         for piece in stream:
-            yield from chunks.piece(piece)
+            yield from chunks.piece(piece, stream.take_logprobs())
         yield from chunks.end(_ended(stream))
 
 

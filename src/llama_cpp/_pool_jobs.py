@@ -1,5 +1,6 @@
 """A ``LlamaPool`` request on its way through the scheduler (:class:`Job`) and the async
-iterators that stream its pieces (:class:`PoolStream`) and chat chunks (:func:`chat_stream`)."""
+iterators that stream its pieces (:class:`PoolStream`), chat chunks (:func:`chat_stream`) and
+completion chunks (:func:`completion_stream`)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Job:
         request.stream = on_piece is not None
         self.future: concurrent.futures.Future[_core.GenerationResult] = concurrent.futures.Future()
         self.on_piece = on_piece
+        self.logprobs = request.logprobs >= 0  # events then carry tokens: they travel whole
         self.cancelled = threading.Event()
         self.wake: Callable[[], None] | None = None
         self.number = next(self._ids)
@@ -50,9 +52,13 @@ class Job:
             self.on_piece = None
             self.cancelled.set()
 
-    def emit(self, text: str) -> None:
-        if text:
-            self._deliver(text)
+    def emit(self, event: _core.SlotEvent) -> None:
+        """Hands on the text an event releases; with logprobs, the event itself (its tokens too)."""
+        if self.logprobs:
+            if event.text or len(event.logprobs):
+                self._deliver(event)
+        elif event.text:
+            self._deliver(event.text)
 
     def finish(self, result: _core.GenerationResult) -> None:
         if not self.future.done():
@@ -122,29 +128,49 @@ class PoolStream:
         self._enqueue = enqueue  # the pool's: it picks the replica
         self._api, self._request = api, request
         self._pieces: AsyncGenerator[str, None] | None = None
-        self._outcome: list[_core.GenerationResult] = []  # the result, once the last piece is out
+        self._state = _StreamState()  # what the pieces' generator shares with the stream
 
     @property
     def result(self) -> Any:
         """The request's ``GenerationResult`` once the last piece is out, else None."""
-        return self._outcome[0] if self._outcome else None
+        return self._state.outcome[0] if self._state.outcome else None
 
     def __aiter__(self) -> PoolStream:
         return self
 
     async def __anext__(self) -> str:
         if self._pieces is None:
-            self._pieces = _pieces(self._enqueue, self._api, self._request, self._outcome)
+            self._pieces = _pieces(self._enqueue, self._api, self._request, self._state)
         return await self._pieces.__anext__()
+
+    def take_logprobs(self) -> _core.TokenLogprobs:
+        """With logprobs requested: the tokens the pieces yielded since the last call released,
+        with their log-probabilities (a piece may then be empty: it only releases tokens)."""
+        taken, self._state.logprobs = self._state.logprobs, _core.TokenLogprobs()
+        return taken
 
     async def aclose(self) -> None:
         """Cancels the request if it is still running."""
         if self._pieces is not None:
             await self._pieces.aclose()
 
+class _StreamState:
+    """The result and the not yet taken tokens of a PoolStream, shared with its generator."""
+
+    def __init__(self) -> None:
+        self.outcome: list[_core.GenerationResult] = []
+        self.logprobs = _core.TokenLogprobs()
+
+    def text(self, item: Any) -> Any:
+        """An event with tokens (logprobs requested) as its text; its tokens join those to take."""
+        if isinstance(item, _core.SlotEvent):
+            self.logprobs.extend(item.logprobs)
+            return item.text
+        return item
+
 
 async def _pieces(
-    enqueue: Callable[[Job], Job], api: str, request: _core.GenerationRequest, outcome: list[_core.GenerationResult]
+    enqueue: Callable[[Job], Job], api: str, request: _core.GenerationRequest, state: _StreamState
 ) -> AsyncGenerator[str, None]:
     # A function, not a PoolStream method: a generator holding its stream would be a reference
     # cycle, and a stream left by ``break`` would then be cancelled only at the next garbage
@@ -155,17 +181,17 @@ async def _pieces(
     try:
         held: list[Any] = []  # the end (None or an error) read while joining pieces
         while True:
-            item = held.pop() if held else await queue.get()
+            item = state.text(held.pop() if held else await queue.get())
             # Pieces that queued up while this consumer was busy leave as one: a server under
             # load then writes one event for them instead of one each.
             while isinstance(item, str) and not queue.empty():
-                following = queue.get_nowait()
+                following = state.text(queue.get_nowait())
                 if not isinstance(following, str):
                     held.append(following)
                     break
                 item += following
             if item is None:
-                outcome.append(job.future.result())
+                state.outcome.append(job.future.result())
                 return
             if isinstance(item, BaseException):
                 raise item
@@ -175,14 +201,31 @@ async def _pieces(
             job.cancel()
 
 
-async def chat_stream(pieces: PoolStream, model: str, replies: ReplyParser) -> AsyncIterator[dict[str, Any]]:
-    chunks = _openai.ChatChunks(model, replies)
+async def chat_stream(
+    pieces: PoolStream, model: str, replies: ReplyParser, piece_texts: _openai.PieceTexts | None
+) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.ChatChunks(model, replies, piece_texts)
     try:
         yield chunks.start()
         async for piece in pieces:
-            for chunk in chunks.piece(piece):
+            for chunk in chunks.piece(piece, pieces.take_logprobs()):
                 yield chunk
         for chunk in chunks.end(pieces.result):
             yield chunk
     finally:  # closed early: the request is cancelled now, not when the generator is collected
+        await pieces.aclose()
+
+
+async def completion_stream(
+    pieces: PoolStream, model: str, echo_prefix: str, piece_texts: _openai.PieceTexts | None
+) -> AsyncIterator[dict[str, Any]]:
+    chunks = _openai.CompletionChunks(model, echo_prefix, piece_texts)
+    try:
+        for chunk in chunks.start():
+            yield chunk
+        async for piece in pieces:
+            for chunk in chunks.piece(piece, pieces.take_logprobs()):
+                yield chunk
+        yield chunks.end(pieces.result)
+    finally:
         await pieces.aclose()

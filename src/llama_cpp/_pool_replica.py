@@ -215,7 +215,7 @@ class Replica:
         job = active.get(event.slot)
         if job is None:  # cancelled after this event was released: nobody waits for it
             return
-        job.emit(event.text)
+        job.emit(event)
         if event.finished:
             del active[event.slot]
             if event.error is not None:

@@ -43,6 +43,12 @@ class GenerationStream:
         """True while the background thread is still generating."""
         return self._stream is not None and not self._stream.done
 
+    def take_logprobs(self) -> _core.TokenLogprobs:
+        """With logprobs requested: the tokens the pieces returned since the last call released,
+        with their log-probabilities (a piece may then be empty: it only releases tokens)."""
+        stream = self._stream
+        return _core.TokenLogprobs() if stream is None else stream.take_logprobs()
+
     def __iter__(self) -> Iterator[str]:
         return self
 

@@ -344,20 +344,14 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         ``ValidationError``."""
         api = "Llama.create_completion"
         o = CompletionOptions.parse(api, kwargs)
-        sampling = SamplingParams(
-            temperature=o.temperature, top_p=o.top_p, min_p=o.min_p, typical_p=o.typical_p, seed=o.seed,
-            top_k=o.top_k, repeat_penalty=o.repeat_penalty, frequency_penalty=o.frequency_penalty,
-            presence_penalty=o.presence_penalty, mirostat=o.mirostat_mode, mirostat_tau=o.mirostat_tau,
-            mirostat_eta=o.mirostat_eta, logit_bias=o.logit_bias,
-        )
-        job = self._prepare("create_completion", prompt, _openai.token_limit(o.max_tokens), sampling, o.stop, True,
+        job = self._prepare("create_completion", prompt, _openai.token_limit(o.max_tokens), o.sampling(), o.stop, True,
                             o.grammar, logprobs=-1 if o.logprobs is None else o.logprobs)
         prompt_text = prompt if isinstance(prompt, str) else self.detokenize(prompt).decode("utf-8", "replace")
         echo = prompt_text if o.echo else ""
         name = o.model or self.model_path
-        if o.stream:
-            return _openai.completion_chunks(job.stream(), name, echo)
         pieces = self._view.piece_texts if o.logprobs is not None else None
+        if o.stream:
+            return _openai.completion_chunks(job.stream(), name, echo, pieces)
         return complete(job, lambda result: _openai.completion(  # type: ignore[no-any-return]
             result, name, echo, None if pieces is None else pieces(result)))
 
@@ -390,7 +384,8 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
                             True, chat.grammar, logprobs=chat.logprobs, chat=chat.rendered)
         name, replies = options.model or self.model_path, chat.rendered.replies
         if options.stream:
-            return _openai.chat_chunks(job.stream(), name, replies)
+            return _openai.chat_chunks(job.stream(), name, replies,
+                                       self._view.piece_texts if options.logprobs else None)
         return complete(job, lambda result: _openai.chat_completion(  # type: ignore[no-any-return]
             result, name, self._view.piece_texts(result) if options.logprobs else None, replies))
 

@@ -12,9 +12,9 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any, cast
 
 from . import _chat, _core, _model, _openai, _registry, _request
-from ._arguments import ChatArgs, ChatOptions
+from ._arguments import ChatArgs, ChatOptions, CompletionArgs, CompletionOptions
 from ._model import ModelView
-from ._pool_jobs import Job, PoolStream, chat_stream
+from ._pool_jobs import Job, PoolStream, chat_stream, completion_stream
 from ._pool_replica import Replica, replica_configs
 from ._replies import RenderedChat
 from ._validate import require_bool, require_int
@@ -356,11 +356,33 @@ class LlamaPool(_chat.ChatTemplateMethods):
                                 chat.grammar, chat.logprobs, chat.rendered)
         name, replies = options.model or self._view.model_path, chat.rendered.replies
         if options.stream:
-            return chat_stream(PoolStream(self._enqueue, "create_chat_completion", request), name, replies)
+            return chat_stream(PoolStream(self._enqueue, "create_chat_completion", request), name, replies,
+                               self._view.piece_texts if options.logprobs else None)
         job = self._enqueue(Job("create_chat_completion", request))
         result = await self._await(job)
         pieces = self._view.piece_texts(result) if options.logprobs else None
         return _openai.chat_completion(result, name, pieces, replies)
+
+    async def create_completion(
+        self, prompt: str | Sequence[int], **kwargs: Unpack[CompletionArgs]
+    ) -> dict[str, Any] | AsyncIterator[dict[str, Any]]:
+        """A text completion in llama-cpp-python's shape, served by the pool (the arguments and
+        defaults of :meth:`Llama.create_completion`: ``logprobs=N`` reports each token's
+        log-probability and N alternatives, streamed too). With ``stream=True`` it returns an
+        async iterator of ``text_completion`` chunks; the last carries ``usage``."""
+        api = "LlamaPool.create_completion"
+        o = CompletionOptions.parse(api, kwargs)
+        request = self._request("create_completion", prompt, _openai.token_limit(o.max_tokens), o.sampling(), o.stop,
+                                o.grammar, -1 if o.logprobs is None else o.logprobs)
+        echo = (prompt if isinstance(prompt, str) else self._view.detokenize(prompt).decode("utf-8", "replace")) \
+            if o.echo else ""
+        name = o.model or self._view.model_path
+        piece_texts = self._view.piece_texts if o.logprobs is not None else None
+        if o.stream:
+            return completion_stream(PoolStream(self._enqueue, "create_completion", request), name,
+                                     echo, piece_texts)
+        result = await self._await(self._enqueue(Job("create_completion", request)))
+        return _openai.completion(result, name, echo, None if piece_texts is None else piece_texts(result))
 
     async def create_chat_completion_batch(
         self, conversations: Sequence[Sequence[dict[str, Any]]], **kwargs: Unpack[ChatArgs]

@@ -87,9 +87,6 @@ class ChatCompletionRequest(_Request):
             if value is not None:
                 out[name] = value
         if self.logprobs:
-            if self.stream:
-                raise ValidationError("logprobs: not available in streamed replies from this server; "
-                                      "ask without stream")
             out["logprobs"] = True
         if self.tool_choice == "none" and not self.tools:
             out.pop("tool_choice")
@@ -107,9 +104,6 @@ class CompletionRequest(_Request):
 
     def prompt_value(self) -> str | list[int]:
         """The one prompt of the request."""
-        if self.logprobs is not None:
-            raise ValidationError("logprobs: not available on /v1/completions from this server "
-                                  "(use /v1/chat/completions with logprobs=true)")
         if self.suffix:
             raise ValidationError("suffix (fill-in-the-middle) is not supported")
         prompt = self.prompt
@@ -119,9 +113,17 @@ class CompletionRequest(_Request):
             return str(prompt[0])
         return prompt  # type: ignore[return-value]  # a str or token ids
 
-    def limit(self) -> int:
-        """``max_tokens``: OpenAI's default for completions is 16."""
-        return 16 if self.max_tokens is None else self.max_tokens
+    def completion_kwargs(self, model: str) -> dict[str, Any]:
+        """``LlamaPool.create_completion``'s keyword arguments (``max_tokens`` defaults to 16,
+        as OpenAI's; ``logprobs`` 0 to 20 is checked there)."""
+        out = self.common_kwargs()
+        if self.max_tokens is not None:
+            out["max_tokens"] = self.max_tokens
+        if self.logprobs is not None:
+            out["logprobs"] = self.logprobs
+        out["echo"] = self.echo
+        out["model"] = model
+        return out
 
 
 class EmbeddingRequest(BaseModel):
