@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import threading
@@ -70,6 +71,15 @@ def load(config: LlamaConfig, owner: str = "Llama") -> _core.Model:
         raise ModelLoadError(f"cannot open model file {path!r}: {reason}") from None
     with api_errors(owner):
         return _core.Model.load(model_params(config), progress=config.progress_callback)
+
+
+def released(config: LlamaConfig) -> None:
+    """Called once an owner dropped its model and contexts. A model over RPC servers holds a
+    connection to each, and a reference cycle (an exception's traceback whose frames hold a
+    context) would keep it open until Python's next garbage collection: a worker that died
+    would then keep failing a model loaded again. Collect those cycles now."""
+    if config.rpc_servers:
+        gc.collect()
 
 
 class ModelView:

@@ -69,8 +69,11 @@ class GenerationStream:
         self._finished = True
         stream, self._stream = self._stream, None  # an ended stream lets go of the context (and model)
         stream.wait()
-        with api_errors(self._api):
-            self._result = stream.result()  # raises the generation's error, if any
+        try:
+            with api_errors(self._api):
+                self._result = stream.result()  # raises the generation's error, if any
+        finally:
+            del stream  # not kept alive by the traceback of the error raised here
         raise StopIteration
 
     def close(self) -> None:

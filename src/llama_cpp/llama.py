@@ -91,6 +91,7 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
             self._speculator = self._context = None
             self._model = None
         _registry.unregister(self)
+        _model.released(self.config)
 
     @property
     def closed(self) -> bool:

@@ -221,6 +221,7 @@ class LlamaPool(_chat.ChatTemplateMethods):
             replica.close()
         self._view.release()
         _registry.unregister(self)
+        _model.released(self.config)
 
     def __enter__(self) -> LlamaPool:
         return self
