@@ -198,7 +198,7 @@ serverbench() {
 # against two replicas. SCALE_PARTS picks (default: split rpc replicas).
 scale() {
   local parts=${SCALE_PARTS:-split rpc replicas} args=()
-  [[ " $parts " == *" split "* ]] && args+=(--split layer,row)
+  [[ " $parts " == *" split "* ]] && args+=(--split ${SCALE_SPLITS:-layer,row,tensor})
   [[ " $parts " == *" rpc "* ]] && args+=(--rpc)
   [[ " $parts " == *" replicas "* ]] && args+=(--replicas-model "$models/m1b-q4_k_m.gguf")
   stamp "scale-out: $parts"

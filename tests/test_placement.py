@@ -96,7 +96,7 @@ def test_a_gpu_index_past_the_last_names_the_gpus(smollm2_path):
     assert GPUS[0].name in str(info.value)
 
 
-@pytest.mark.parametrize("split_mode", ["none", "layer", "row"])
+@pytest.mark.parametrize("split_mode", ["none", "layer"] + ([] if GPUS else ["row"]))
 def test_each_split_mode_loads_and_generates_as_the_default(smollm2, smollm2_path, split_mode):
     expected = smollm2.generate("The capital of France is", max_tokens=8, sampling=GREEDY)
     with Llama(smollm2_path, n_ctx=smollm2.config.n_ctx, n_batch=smollm2.config.n_batch,
@@ -104,3 +104,11 @@ def test_each_split_mode_loads_and_generates_as_the_default(smollm2, smollm2_pat
         assert llm.config.split_mode == split_mode
         assert llm.generate("The capital of France is", max_tokens=8, sampling=GREEDY) == expected
 
+
+
+@pytest.mark.skipif(not GPUS or GPUS[0].backend != "CUDA", reason="needs a CUDA GPU")
+def test_row_split_says_why_this_llama_cpp_cannot_do_it(smollm2_path):
+    # The pinned llama.cpp's CUDA backend has no split buffers (its row split is gone; tensor
+    # parallelism replaced it): native llama-bench -sm row fails to load too.
+    with pytest.raises(ValidationError, match=r"split_mode: 'row' needs split buffers, which CUDA0 \(CUDA\)"):
+        Llama(smollm2_path, n_ctx=256, split_mode="row")

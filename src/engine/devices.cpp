@@ -171,6 +171,20 @@ void apply_placement(const Placement& placement, llama_model_params& params,
     } else {
         chosen = default_devices();
     }
+    if (placement.split_mode == LLAMA_SPLIT_MODE_ROW) {
+        // llama.cpp's loader fails later with "does not support split buffers"; say why here.
+        for (ggml_backend_dev_t dev : chosen) {
+            ggml_backend_reg_t reg = ggml_backend_dev_backend_reg(dev);
+            const std::string backend = reg != nullptr ? ggml_backend_reg_name(reg) : "";
+            if (backend == "RPC") continue;  // remote devices take whole layers
+            if (reg == nullptr || ggml_backend_reg_get_proc_address(reg, "ggml_backend_split_buffer_type") == nullptr) {
+                throw ValidationError(std::string("split_mode: 'row' needs split buffers, which ") +
+                                      ggml_backend_dev_name(dev) + " (" + backend +
+                                      ") does not offer in this llama.cpp (llama-bench -sm row fails the same "
+                                      "way); 'tensor' splits the matrices across GPUs instead, 'layer' the layers");
+            }
+        }
+    }
     if (placement.split_mode >= 0) params.split_mode = static_cast<llama_split_mode>(placement.split_mode);
     // llama.cpp checks main_gpu only when the split mode is none, and then only by a log line.
     if (placement.main_gpu != 0 && placement.main_gpu >= static_cast<int32_t>(chosen.size())) {
