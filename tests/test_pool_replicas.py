@@ -40,7 +40,8 @@ def scheduler_threads() -> int:
 @pytest.fixture(scope="module")
 def replicated(smollm2_path):
     # Without prefix sharing, the tokens decoded do not depend on which replica held which prompt.
-    with LlamaPool(smollm2_path, pool_size=2, replicas=2, n_ctx=256, n_threads=1, share_prefixes=False) as pool:
+    with LlamaPool(smollm2_path, pool_size=2, replicas=2, n_ctx=256, n_threads=1, share_prefixes=False,
+                   sampling_threads=1) as pool:
         yield pool
 
 
