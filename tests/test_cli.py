@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from conftest import real_weights
+import llama_cpp
 from llama_cpp import Llama, ModelLoadError, ValidationError
 from server_process import ServerProcess
 
@@ -46,6 +47,17 @@ def test_generate_reports_bad_arguments(smollm2_path):
     assert out.returncode == 1 and "max_tokens=0" in out.stderr
     missing = cli("generate", "-m", "does-not-exist.gguf", "Hello")
     assert missing.returncode == 1 and "does-not-exist.gguf" in missing.stderr
+
+
+def test_placement_flags_reach_the_model(smollm2_path):
+    placed = cli("generate", "-m", str(smollm2_path), "--raw", "-n", "4", "--temp", "0", "-sm", "none", "-mg", "0",
+                 "The capital of France is")
+    assert placed.returncode == 0 and placed.stdout.strip(), placed.stderr
+    gpus = [d for d in llama_cpp.devices() if d.index is not None]
+    missing = cli("generate", "-m", str(smollm2_path), "--raw", "-n", "4", "-dev", str(len(gpus)), "Hello")
+    assert missing.returncode == 1 and f"devices: there is no device {len(gpus)}; " in missing.stderr, missing.stderr
+    bad = cli("generate", "-m", str(smollm2_path), "-ts", "3,x", "Hello")
+    assert bad.returncode == 2 and "is not a list of numbers" in bad.stderr, bad.stderr
 
 
 @real_weights

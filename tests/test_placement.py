@@ -79,6 +79,7 @@ def test_rpc_servers_take_llama_cpp_comma_form():
         ({"devices": ["CPU"]}, "is the CPU, which every model uses anyway"),
         ({"main_gpu": 1, "split_mode": "none"}, "main_gpu: there is no device 1"),
         ({"tensor_split": [1, 1]}, "tensor_split: 2 proportions for 0 device(s)"),
+        ({"split_mode": "tensor"}, "split_mode: 'tensor' splits matrices across GPUs;"),
     ],
 )
 def test_a_device_that_does_not_exist_names_those_there_are(smollm2_path, overrides, message):

@@ -192,7 +192,7 @@ def test_bad_replicas_and_devices(smollm2_path, kwargs, message):
 
 
 def test_a_device_that_does_not_exist_names_those_there_are(smollm2_path):
-    with pytest.raises(ValidationError, match=r"^\[LlamaPool\] devices: there is no device 5; ") as raised:
-        LlamaPool(smollm2_path, pool_size=1, n_ctx=256, devices=[5])
     gpus = [d for d in llama_cpp.devices() if d.index is not None]
+    with pytest.raises(ValidationError, match=rf"^\[LlamaPool\] devices: there is no device {len(gpus)}; ") as raised:
+        LlamaPool(smollm2_path, pool_size=1, n_ctx=256, devices=[len(gpus)])
     assert ("(only the CPU)" in str(raised.value)) == (not gpus), raised.value

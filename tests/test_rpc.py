@@ -15,7 +15,7 @@ import time
 import pytest
 
 import llama_cpp
-from llama_cpp import Llama, SamplingParams
+from llama_cpp import Llama, LlamaPool, SamplingParams, ValidationError
 from conftest import GPU_RUN
 from server_process import free_port
 
@@ -179,9 +179,41 @@ def test_an_unreachable_worker_is_a_load_error(smollm2_path, run_python):
     assert f"devices: [devices] rpc_servers: cannot use the RPC server at 127.0.0.1:{port}" in child.stdout
 
 
+def test_a_worker_gone_since_it_was_listed_is_a_load_error(run_python):
+    worker = Worker().wait_ready()
+    try:
+        child = run_python(f"""
+            import os, signal, time
+            import llama_cpp
+            from llama_cpp import ModelLoadError
+            print("listed:", [d.backend for d in llama_cpp.devices(rpc_servers=["{worker.endpoint}"])][-1])
+            os.kill({worker.proc.pid}, signal.SIGKILL)
+            time.sleep(0.5)
+            try:
+                llama_cpp.devices(rpc_servers=["{worker.endpoint}"])
+            except ModelLoadError as exc:
+                print("ModelLoadError:", exc)
+        """)
+    finally:
+        worker.stop()
+    assert child.returncode == 0, child.stderr[-3000:]
+    assert "listed: RPC" in child.stdout, child.stdout
+    assert f"ModelLoadError: [devices] rpc_servers: cannot use the RPC server at {worker.endpoint}" in child.stdout
+
+
+def test_one_worker_listed_under_two_names_is_refused(smollm2_path):
+    port = free_port()
+    with pytest.raises(ValidationError, match=rf"lists the worker at 127.0.0.1:{port} twice"):
+        Llama(smollm2_path, rpc_servers=[f"127.0.0.1:{port}", f"localhost:{port}"], n_ctx=256)
+    with pytest.raises(ValidationError, match="cannot be combined with rpc_servers"):
+        LlamaPool(smollm2_path, pool_size=1, devices=[0], rpc_servers=[f"127.0.0.1:{port}"], n_ctx=256)
+
+
 def test_the_worker_refuses_a_bad_port_a_taken_port_and_an_unknown_device():
     bad = run_worker("--port", "70000")
     assert bad.returncode == 2 and "--port must be 1-65535" in bad.stderr, bad.stderr
+    threads = run_worker("--port", str(free_port()), "--threads", "600")
+    assert threads.returncode == 2 and "--threads must be 0 (every core) to 512" in threads.stderr
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -207,6 +239,7 @@ def test_the_worker_binds_loopback_unless_told_and_warns_when_told(smollm2_path)
     open_worker.stop()
     assert "no authentication or encryption" in open_worker.output(), open_worker.output()
     assert "no authentication" not in default.output()
+    assert f"serving every GPU (else the CPU) on 127.0.0.1:{default.port}, one client at a time" in default.output()
 
 
 def test_readme_says_rpc_is_for_trusted_networks_only():

@@ -14,6 +14,8 @@ import httpx
 import openai
 import pytest
 
+import llama_cpp
+
 from conftest import EMBEDDING_TOLERANCE, cpu_numerics, real_weights
 from server_process import ServerProcess
 
@@ -446,6 +448,41 @@ def test_settings_are_checked(tmp_path, smollm2_path):
     config.write_text(json.dumps({"port": 1, "models": [{"model": "a.gguf", "alias": "x"}]}))
     loaded = load_config(config, {"port": 1234})
     assert loaded.port == 1234 and loaded.models[0].name == "x"
+    placed = from_arguments(parser.parse_args(["-m", "a.gguf", "--replicas", "2", "-dev", "0,CUDA1", "-sm", "row",
+                                               "-mg", "1", "-ts", "3/1", "--rpc", "h:1,h:2"])).models[0]
+    assert placed.replica_fields() == {"replicas": 2, "devices": [0, "CUDA1"]}  # one replica on each
+    fields = placed.config_fields()
+    assert (fields["split_mode"], fields["main_gpu"], fields["tensor_split"], fields["rpc_servers"]) == (
+        "row", 1, [3.0, 1.0], "h:1,h:2") and "devices" not in fields
+    spread = from_arguments(parser.parse_args(["-m", "a.gguf", "-dev", "1"])).models[0]
+    assert spread.config_fields()["devices"] == [1] and spread.replica_fields() == {}
+
+
+@real_weights
+def test_replicas_serve_with_the_capacity_of_all(smollm2_path):
+    proc = ServerProcess("--model", str(smollm2_path), "--replicas", "2", "--pool-size", "2", "--n-ctx", "256",
+                         "--threads", "1")
+    try:
+        proc.wait_ready()
+        models = httpx.get(f"{proc.url}/v1/models").json()["data"]
+        reply = proc.openai().completions.create(model="x", prompt="The capital of France is", max_tokens=4,
+                                                 temperature=0)
+        metrics = proc.metrics()
+    finally:
+        proc.stop()
+    assert models[0]["meta"]["pool_size"] == 4
+    assert reply.choices[0].text and reply.usage.completion_tokens == 4
+    assert metrics[f'llamacpp:n_parallel{{model="{models[0]["id"]}"}}'] == 4
+
+
+def test_a_device_that_does_not_exist_ends_the_server(smollm2_path):
+    gpus = [d for d in llama_cpp.devices() if d.index is not None]
+    proc = ServerProcess("--model", str(smollm2_path), "--device", str(len(gpus)), "--n-ctx", "256")
+    try:
+        assert proc.proc.wait(timeout=120) == 1
+        assert f"devices: there is no device {len(gpus)}; " in proc.output(), proc.output()
+    finally:
+        proc.stop()
 
 
 def test_health_answers_503_while_the_models_load(gemma3_path, tmp_path):

@@ -129,6 +129,7 @@ std::string system_info() {
     // A backend with no device (CUDA built, no GPU present) is listed too: it explains
     // why a GPU build runs on the CPU.
     std::string gpu_backends;
+    int offload_index = 0;  // what LlamaConfig(devices=[...], main_gpu=...) calls a device
     for (size_t i = 0; i < ggml_backend_reg_count(); ++i) {
         ggml_backend_reg_t reg = ggml_backend_reg_get(i);
         const size_t n_devices = ggml_backend_reg_dev_count(reg);
@@ -143,6 +144,7 @@ std::string system_info() {
             out += ggml_backend_dev_name(dev);
             out += " (";
             out += device_type_name(type);
+            if (is_gpu(type)) out += ", index " + std::to_string(offload_index++);
             out += "): ";
             out += ggml_backend_dev_description(dev);
             if (is_gpu(type)) {

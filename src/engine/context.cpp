@@ -510,6 +510,10 @@ std::vector<std::vector<float>> Context::embed(const std::vector<std::vector<lla
         }
         adapt_threads();
         const int32_t rc = encoder_only ? llama_encode(ctx_, batch_) : llama_decode(ctx_, batch_);
+        if (uses_rpc_) {
+            synchronize();  // the results of a lost worker are zeros: not embeddings
+            check_rpc("embed");
+        }
         if (rc != 0) throw GenerationError("llama.cpp failed to compute embeddings (code " +
                                            std::to_string(rc) + ")");
         for (size_t k = 0; k < members.size(); ++k) {

@@ -122,8 +122,11 @@ ggml_backend_dev_t resolve(const std::string& wanted, const std::vector<ggml_bac
     ggml_backend_dev_t dev = ggml_backend_dev_by_name(wanted.c_str());
     if (dev == nullptr) throw ValidationError("devices: there is no device named '" + wanted + "'; " + choices(offload));
     if (!offloads(dev)) {
-        throw ValidationError("devices: '" + wanted + "' is the CPU, which every model uses anyway; " +
-                              "name offload devices (n_gpu_layers=0 keeps a model on the CPU)");
+        const bool cpu = ggml_backend_dev_type(dev) == GGML_BACKEND_DEVICE_TYPE_CPU;
+        throw ValidationError("devices: '" + wanted + "' is " +
+                              (cpu ? std::string("the CPU, which every model uses anyway")
+                                   : std::string("not a GPU (ggml uses it by itself where it helps)")) +
+                              "; name GPUs (n_gpu_layers=0 keeps a model on the CPU)");
     }
     return dev;
 }
@@ -139,7 +142,14 @@ std::vector<DeviceInfo> list_devices(const std::vector<std::string>& rpc_servers
         out.push_back(describe(dev, offloads(dev) ? index++ : -1));
     }
     for (const std::string& endpoint : rpc_servers) {
-        for (ggml_backend_dev_t dev : rpc_devices(endpoint)) out.push_back(describe(dev, -1));
+        try {
+            // Asking a remote device for its memory connects again: a worker gone since its
+            // devices were first listed aborts in llama.cpp's client.
+            AbortGuard guard;
+            for (ggml_backend_dev_t dev : rpc_devices(endpoint)) out.push_back(describe(dev, -1));
+        } catch (const LlamaAbort& e) {
+            throw ModelLoadError("rpc_servers: cannot use the RPC server at " + endpoint + ": " + e.what());
+        }
     }
     return out;
 }
@@ -184,6 +194,9 @@ void apply_placement(const Placement& placement, llama_model_params& params,
                                       "way); 'tensor' splits the matrices across GPUs instead, 'layer' the layers");
             }
         }
+    }
+    if (placement.split_mode == LLAMA_SPLIT_MODE_TENSOR && chosen.empty()) {
+        throw ValidationError("split_mode: 'tensor' splits matrices across GPUs; " + choices(offload));
     }
     if (placement.split_mode >= 0) params.split_mode = static_cast<llama_split_mode>(placement.split_mode);
     // llama.cpp checks main_gpu only when the split mode is none, and then only by a log line.
@@ -257,7 +270,7 @@ void rpc_serve(const std::string& endpoint, const std::vector<std::string>& devi
     // Returns only when it could not start (it prints why); otherwise it serves until the end.
     start_server(endpoint.c_str(), cache_dir.empty() ? nullptr : cache_dir.c_str(), n_threads, devices.size(),
                  devices.data());
-    throw LlamaError("the RPC server could not listen on " + endpoint + " (is the port in use?)");
+    throw LlamaError("the RPC server at " + endpoint + " stopped (llama.cpp printed why above)");
 }
 
 }  // namespace lcn

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import json
+import socket
 import os
 import threading
 import warnings
@@ -69,8 +70,25 @@ def load(config: LlamaConfig, owner: str = "Llama") -> _core.Model:
         reason = ("its name is not valid UTF-8, which llama.cpp needs: rename the file" if os.path.exists(path)
                   else "No such file or directory")
         raise ModelLoadError(f"cannot open model file {path!r}: {reason}") from None
+    _check_distinct_workers(owner, config.rpc_servers or [])
     with api_errors(owner):
         return _core.Model.load(model_params(config), progress=config.progress_callback)
+
+
+def _check_distinct_workers(owner: str, endpoints: list[str]) -> None:
+    """A worker serves one client connection at a time: listed twice under two names
+    (``localhost`` and ``127.0.0.1``), the second connection would wait for ever."""
+    seen: dict[tuple[str, str], str] = {}
+    for endpoint in endpoints:
+        host, _, port = endpoint.partition(":")
+        try:
+            address = socket.gethostbyname(host)
+        except OSError:
+            address = host  # llama.cpp reports the host it cannot resolve
+        if (address, port) in seen:
+            raise ValidationError(f"[{owner}] rpc_servers lists the worker at {address}:{port} twice "
+                                  f"({seen[(address, port)]!r} and {endpoint!r})")
+        seen[(address, port)] = endpoint
 
 
 def released(config: LlamaConfig) -> None:

@@ -21,7 +21,6 @@ from .errors import LlamaError, ValidationError
 from .placement import devices as list_devices
 
 MAX_REPLICAS = 64
-# What the per-device replica configuration sets; the device placement fields of LlamaConfig.
 
 
 class Replica:
@@ -241,6 +240,9 @@ def replica_configs(
             return [config] * count
         devices = gpus[:count]
     else:
+        if config.rpc_servers:  # the workers' devices would come first: every replica on them
+            raise ValidationError(f"[{api}] devices= places one replica on each local device; "
+                                  "it cannot be combined with rpc_servers")
         devices = _device_list(api, devices)
         if replicas is not None and replicas != len(devices):
             raise ValidationError(f"[{api}] replicas={replicas} but devices lists {len(devices)} device(s) "
@@ -269,7 +271,8 @@ def _device_list(api: str, devices: Any) -> list[int | str]:
 def _placement_open(config: LlamaConfig) -> bool:
     """Whether ``config`` leaves the replicas' placement to the pool: it names no devices and
     no split, and offloads to a GPU at all."""
-    return config.devices is None and config.split_mode is None and config.n_gpu_layers != 0
+    return (config.devices is None and config.split_mode is None and config.tensor_split is None
+            and not config.rpc_servers and config.n_gpu_layers != 0)
 
 
 def _gpu_indices() -> list[int]:

@@ -44,11 +44,12 @@ class LlamaConfig:
         n_gpu_layers: layers offloaded to the GPU; -1 (default) offloads all when a GPU is there.
         split_mode: how a model spreads over several devices (llama.cpp's ``--split-mode``):
             ``"layer"`` (each device holds whole layers and their KV cache; llama.cpp's default,
-            taken when ``None``), ``"row"`` (large matrices split by rows across GPUs, CUDA),
-            ``"tensor"`` (tensor parallelism over every GPU) or ``"none"`` (one device:
-            ``main_gpu``).
-        main_gpu: index of the device that holds the whole model with ``split_mode="none"``
-            (and the intermediate results with ``"row"``), among the model's devices:
+            taken when ``None``), ``"tensor"`` (large matrices split across the GPUs: tensor
+            parallelism), ``"none"`` (one device: ``main_gpu``) or ``"row"`` (llama.cpp's older
+            row split; it needs split buffers, which the pinned llama.cpp's CUDA backend no
+            longer has: there it raises ``ValidationError`` saying so).
+        main_gpu: index of the device that holds the whole model with ``split_mode="none"``,
+            among the model's devices: the RPC servers' devices first (``rpc_servers``), then
             ``devices`` when given, else the machine's GPUs. One that does not exist raises
             ``ValidationError`` naming the devices there are, at load.
         tensor_split: share of the model each device gets, in the order of the model's devices
@@ -267,8 +268,9 @@ def rpc_endpoints(api: str, value: object) -> list[str]:
         value = [part.strip() for part in value.split(",")]
     out: list[str] = []
     for endpoint in _sequence("rpc_servers", value, "host:port strings", api):
-        host, sep, port = endpoint.rpartition(":") if isinstance(endpoint, str) else ("", "", "")
-        if not isinstance(endpoint, str) or not sep or not host or not port.isdigit() \
+        # llama.cpp splits at the first ':' (no IPv6 literals) and reads an ASCII port.
+        host, sep, port = endpoint.partition(":") if isinstance(endpoint, str) else ("", "", "")
+        if not isinstance(endpoint, str) or not sep or not host or not (port.isascii() and port.isdigit()) \
                 or not 1 <= int(port) <= 65535 or not host.isprintable() or any(c.isspace() for c in host):
             raise ValidationError(f"[{api}] rpc_servers: {endpoint!r} is not host:port (port 1-65535)")
         if endpoint in out:

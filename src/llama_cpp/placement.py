@@ -19,7 +19,8 @@ class Device:
             call this device (its position among the offload devices: GPUs, integrated GPUs);
             ``None`` for the CPU, which every model uses anyway, and for an RPC server's device,
             which ``rpc_servers`` brings in.
-        name: ggml's name (``"CUDA0"``, ``"CPU"``, ``"RPC0"``); accepted in ``devices`` too.
+        name: ggml's name (``"CUDA0"``, ``"CPU"``, ``"RPC0"``); a GPU's is accepted in
+            ``devices`` too (an RPC server's devices come with ``rpc_servers`` instead).
         description: the hardware (``"NVIDIA H200"``) or, for an RPC device, its server.
         type: ``"gpu"``, ``"igpu"``, ``"cpu"`` or ``"accel"``.
         backend: the ggml backend (``"CUDA"``, ``"CPU"``, ``"RPC"``).

@@ -3,6 +3,9 @@ devices to models on other machines (``LlamaConfig(rpc_servers=["host:port"])``)
 
     python -m llama_cpp.rpc_server --host 127.0.0.1 --port 50052 [--device CUDA0] [--threads N]
 
+It serves one client at a time (as llama.cpp's ``rpc-server``): a second client's connection
+waits until the first one closes.
+
 It speaks llama.cpp's RPC protocol, so llama.cpp's own tools (``llama-bench --rpc``,
 ``llama-server --rpc``) can use it too, and a model of ours can use llama.cpp's ``rpc-server``.
 
@@ -43,9 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                         help="comma-separated devices to serve, by ggml name (CUDA0,CUDA1; see "
                              "`python -m llama_cpp info` or llama_cpp.devices()); default: every GPU, else the CPU")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads for the CPU device (default: every core)")
-    parser.add_argument("--cache-dir", default=None,
-                        help="cache large tensors here, so a client that loads the same model again "
-                             "sends only their hashes (llama.cpp's rpc-server --cache)")
     return parser
 
 
@@ -57,16 +57,11 @@ def _is_loopback(host: str) -> bool:
 
 
 def _check_port_free(host: str, port: int) -> str | None:
-    """Why ``host:port`` cannot be listened on, or None (llama.cpp only prints that it failed)."""
-    try:
-        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        return f"cannot resolve {host!r}: {exc.strerror}"
-    family, kind, proto, _, address = infos[0]
-    with socket.socket(family, kind, proto) as probe:
+    """Why IPv4 ``host:port`` cannot be listened on, or None (llama.cpp only prints that it failed)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the worker's own socket
         try:
-            probe.bind(address)
+            probe.bind((host, port))
         except OSError as exc:
             return f"cannot listen on {host}:{port}: {exc.strerror}"
     return None
@@ -77,21 +72,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not 1 <= args.port <= 65535:
         print(f"error: --port must be 1-65535, got {args.port}", file=sys.stderr)
         return 2
-    if args.threads < 0:
-        print(f"error: --threads must be >= 0, got {args.threads}", file=sys.stderr)
+    if not 0 <= args.threads <= 512:
+        print(f"error: --threads must be 0 (every core) to 512, got {args.threads}", file=sys.stderr)
         return 2
     if not _core.rpc_available():
         print("error: this build of llama_cpp has no RPC backend (built without GGML_RPC)", file=sys.stderr)
-        return 1
-    problem = _check_port_free(args.host, args.port)
-    if problem is not None:
-        print(f"error: {problem}", file=sys.stderr)
         return 1
     try:
         host = socket.gethostbyname(args.host)  # llama.cpp's listener takes an IPv4 address only
     except OSError:
         print(f"error: --host {args.host!r} has no IPv4 address (llama.cpp's RPC server listens on IPv4)",
               file=sys.stderr)
+        return 1
+    problem = _check_port_free(host, args.port)
+    if problem is not None:
+        print(f"error: {problem}", file=sys.stderr)
         return 1
     endpoint = f"{host}:{args.port}"
     if not _is_loopback(host):
@@ -102,7 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
-        _core.rpc_serve(endpoint, devices, args.threads, args.cache_dir or "")
+        # llama.cpp's tensor cache (rpc-server --cache) is left out: it trusts whatever file it
+        # finds, so a write cut short would feed a later load truncated weights.
+        print(f"llama_cpp.rpc_server: serving {', '.join(devices) or 'every GPU (else the CPU)'} on {endpoint}, "
+              "one client at a time", flush=True)
+        _core.rpc_serve(endpoint, devices, args.threads, "")
     except LlamaError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -15,10 +15,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..sampling import SamplingParams
+from .placement import add_placement_arguments, placement_fields
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int | None = 4096) -> None:
-    """``-m/--model``, ``-c/--n-ctx``, ``-ngl/--n-gpu-layers``, ``-t/--threads``, ``--chat-format``."""
+    """``-m/--model``, ``-c/--n-ctx``, ``-ngl/--n-gpu-layers``, ``-t/--threads``, ``--chat-format``
+    and the placement flags (``-dev``, ``-sm``, ``-mg``, ``-ts``, ``--rpc``)."""
     parser.add_argument("-m", "--model", required=True, help="GGUF file")
     parser.add_argument("-c", "--n-ctx", "--n_ctx", dest="n_ctx", type=int, default=n_ctx,
                         help=f"context length in tokens (default {n_ctx})")
@@ -27,11 +29,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int | None = 
     parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
     parser.add_argument("--chat-format", help="a llama.cpp built-in chat template instead of the model's")
     parser.add_argument("-v", "--verbose", action="store_true", help="timings and token counts on stderr")
+    add_placement_arguments(parser)
 
 
 def model_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The ``LlamaConfig`` fields the model flags set."""
-    out: dict[str, Any] = {"n_gpu_layers": args.n_gpu_layers}
+    out: dict[str, Any] = {"n_gpu_layers": args.n_gpu_layers, **placement_fields(args)}
     for name in ("n_ctx", "n_threads", "chat_format"):
         value = getattr(args, name, None)
         if value is not None:

@@ -33,8 +33,11 @@ class ServedModel:
 
     @property
     def capacity(self) -> int:
-        """Requests that decode at once."""
-        return 1 if self.settings.embedding else self.settings.pool_size
+        """Requests that decode at once (every replica's)."""
+        if self.settings.embedding:
+            return 1
+        replicas = self.pool.replicas if self.pool is not None else self.settings.replicas or 1
+        return self.settings.pool_size * replicas
 
     def load(self) -> None:
         """Loads the weights (blocking)."""
@@ -42,7 +45,8 @@ class ServedModel:
         if s.embedding:
             self.embedder = Llama(s.model, embeddings=True, **s.config_fields())
         else:
-            self.pool = LlamaPool(s.model, pool_size=s.pool_size, share_prefixes=s.share_prefixes, **s.config_fields())
+            self.pool = LlamaPool(s.model, pool_size=s.pool_size, share_prefixes=s.share_prefixes,
+                                  **s.replica_fields(), **s.config_fields())
 
     def close(self) -> None:
         """Frees the weights; running requests fail."""

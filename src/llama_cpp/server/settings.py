@@ -23,6 +23,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from ..cli.placement import add_placement_arguments, placement_fields
 from ..errors import ValidationError
 
 
@@ -47,6 +48,10 @@ class ModelSettings:
         type_k, type_v: KV cache types (``LlamaConfig``'s; None: f16).
         share_prefixes: requests reuse the KV cells of a prompt prefix another sequence holds
             (``LlamaPool``'s, on by default).
+        replicas: copies of the model, each with its own engine and ``pool_size`` sequences
+            (``LlamaPool``'s; with ``devices``, one on each listed device).
+        devices, split_mode, main_gpu, tensor_split, rpc_servers: where the model goes
+            (``LlamaConfig``'s; docs/SCALING.md).
     """
 
     model: str
@@ -63,6 +68,12 @@ class ModelSettings:
     type_k: str | None = None
     type_v: str | None = None
     share_prefixes: bool = True
+    replicas: int | None = None
+    devices: list[int | str] | None = None
+    split_mode: str | None = None
+    main_gpu: int = 0
+    tensor_split: list[float] | None = None
+    rpc_servers: list[str] | str | None = None
 
     @property
     def name(self) -> str:
@@ -72,11 +83,22 @@ class ModelSettings:
     def config_fields(self) -> dict[str, Any]:
         """The ``LlamaConfig`` fields this entry sets."""
         out: dict[str, Any] = {"n_ctx": self.n_ctx, "n_gpu_layers": self.n_gpu_layers, "use_mmap": self.use_mmap}
-        for name in ("n_threads", "chat_format", "flash_attn", "seed", "type_k", "type_v"):
+        for name in ("n_threads", "chat_format", "flash_attn", "seed", "type_k", "type_v", "split_mode",
+                     "tensor_split", "rpc_servers"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
+        if self.main_gpu:
+            out["main_gpu"] = self.main_gpu
+        if self.devices is not None and self.replicas is None:  # with replicas: one on each device
+            out["devices"] = self.devices
         return out
+
+    def replica_fields(self) -> dict[str, Any]:
+        """``LlamaPool``'s ``replicas`` and ``devices`` (one replica per device) this entry sets."""
+        if self.replicas is None:
+            return {}
+        return {"replicas": self.replicas, "devices": self.devices}
 
 
 @dataclass(frozen=True)
@@ -157,6 +179,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-mmap", dest="use_mmap", action="store_false", help="read the weights into memory")
     parser.add_argument("--no-share-prefixes", dest="share_prefixes", action="store_false",
                         help="decode every prompt whole instead of reusing KV cells of a shared prefix")
+    parser.add_argument("--replicas", type=int, default=None,
+                        help="copies of the model, each with its own engine and --pool-size sequences (one per "
+                             "GPU when there are enough; with --device, one on each listed device)")
+    add_placement_arguments(parser)
     parser.add_argument("--embedding-model", help="GGUF file serving /v1/embeddings")
     parser.add_argument("--api-key", default=os.environ.get("LLAMA_API_KEY"),
                         help="require this key (Authorization: Bearer); default $LLAMA_API_KEY")
@@ -178,7 +204,7 @@ def from_arguments(args: argparse.Namespace) -> ServerSettings:
     models = [ModelSettings(model=args.model, alias=args.alias, pool_size=args.pool_size, n_ctx=args.n_ctx,
                             n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads, chat_format=args.chat_format,
                             seed=args.seed, use_mmap=args.use_mmap, type_k=args.type_k, type_v=args.type_v,
-                            share_prefixes=args.share_prefixes)]
+                            share_prefixes=args.share_prefixes, replicas=args.replicas, **placement_fields(args))]
     if args.embedding_model:
         embedder = ModelSettings(model=args.embedding_model, embedding=True, n_ctx=min(args.n_ctx, 8192),
                                  n_gpu_layers=args.n_gpu_layers, n_threads=args.n_threads)
