@@ -149,6 +149,35 @@ def test_progress_shows_on_a_terminal_only(smollm2_path):
     assert b"loading" not in stdout and stdout.strip()
 
 
+def test_a_long_prompt_shows_its_tokens_on_a_terminal(smollm2_path):
+    import os
+    import pty
+    import re
+
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp", "generate", "-m", str(smollm2_path), "--raw", "-n",
+                             "1", "-b", "16", "-t", "1", "word " * 1200], stdout=subprocess.PIPE, stderr=follower,
+                            stdin=subprocess.DEVNULL)
+    os.close(follower)
+    terminal = b""
+    while True:  # read as it comes: the terminal's buffer must not fill up
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        terminal += chunk
+    proc.communicate(timeout=300)
+    os.close(leader)
+    assert proc.returncode == 0
+    shown = [(int(a), int(b)) for a, b in re.findall(rb"processing the prompt +[0-9.]+ s  (\d+)/(\d+) tokens", terminal)]
+    assert shown, terminal[-2000:]
+    assert all(0 <= done < total and total >= 1200 for done, total in shown), shown
+    assert max(done for done, _ in shown) > 0, shown
+    assert shown == sorted(shown), shown  # it only moves forward
+
+
 def test_loading_bar_on_a_terminal_only(smollm2_path):
     # stderr on a pseudo-terminal: the bar follows llama.cpp's load progress up to 100%.
     import os

@@ -214,3 +214,24 @@ def test_a_stream_started_after_close_raises(smollm2_path):
     llm.close()
     with pytest.raises(LlamaError, match="closed"):
         next(stream)
+
+
+def test_prompt_progress_can_be_read_while_a_prompt_decodes(smollm2_path):
+    import threading
+
+    from llama_cpp import Llama
+
+    with Llama(smollm2_path, n_ctx=2048, n_batch=16, n_ubatch=16, n_threads=1) as llm:
+        assert llm.prompt_progress == (0, 0)
+        prompt = llm.tokenize("word " * 1000)
+        seen = []
+        done = threading.Event()
+        runner = threading.Thread(target=lambda: (llm.generate(prompt, max_tokens=1), done.set()))
+        runner.start()
+        while not done.is_set():
+            seen.append(llm.prompt_progress)
+        runner.join()
+        assert llm.prompt_progress == (len(prompt), len(prompt))
+    during = [p for p in seen if 0 < p[0] < p[1]]
+    assert during and all(total == len(prompt) and done % 16 == 0 for done, total in during), during[:5]
+    assert during == sorted(during)

@@ -162,6 +162,8 @@ void bind_context(nb::module_& m) {
         .def_prop_ro("n_seq_max", &lcn::Context::n_seq_max)
         .def_prop_ro("whole_model_on_gpu", &lcn::Context::whole_model_on_gpu,
                      "Every layer, the output included, runs on a GPU.")
+        .def_prop_ro("prompt_progress", &lcn::Context::prompt_progress,
+                     "(tokens decoded, tokens in all) of the prompt being decoded; the last prompt's once done.")
         .def_prop_ro("n_threads", &lcn::Context::n_threads, "CPU threads for one-token graphs.")
         .def_prop_ro("n_threads_batch", &lcn::Context::n_threads_batch, "CPU threads for batches of tokens.")
         .def_prop_ro("model", &lcn::Context::model_ptr)

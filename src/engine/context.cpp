@@ -275,6 +275,8 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
         keep = 0;
     }
     cache.resize(keep);
+    prefill_total_.store(tokens.size(), std::memory_order_relaxed);
+    prefill_done_.store(keep, std::memory_order_relaxed);
 
     const size_t chunk = n_batch();
     try {
@@ -288,6 +290,7 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
             decode_batch("prefill");
             cache.insert(cache.end(), tokens.begin() + static_cast<std::ptrdiff_t>(start),
                          tokens.begin() + static_cast<std::ptrdiff_t>(end));
+            prefill_done_.store(end, std::memory_order_relaxed);
         }
     } catch (...) {
         // A failed or aborted chunk may leave part of itself in the cache: the sequence starts over.

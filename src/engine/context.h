@@ -127,6 +127,11 @@ public:
     void truncate(llama_seq_id seq, size_t n);
 
     int32_t last_output() const { return last_output_; }
+    // Tokens of the prompt prefill() decodes now, and of the whole prompt (the last prompt's
+    // once it is done): readable from any thread while the prefill runs.
+    std::pair<size_t, size_t> prompt_progress() const {
+        return {prefill_done_.load(std::memory_order_relaxed), prefill_total_.load(std::memory_order_relaxed)};
+    }
     // The token that cancels the decodes from now on (nullptr: none); set by the decode loop.
     void set_cancel(const CancelToken* token) { cancel_.store(token, std::memory_order_relaxed); }
     bool cancel_requested() const {
@@ -198,6 +203,7 @@ private:
     std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;
     int32_t last_output_ = -1;
     std::atomic<const CancelToken*> cancel_{nullptr};
+    std::atomic<size_t> prefill_done_{0}, prefill_total_{0};
     Baton mutex_;
     std::mutex stream_thread_mutex_;
     std::unique_ptr<JobThread> stream_thread_;

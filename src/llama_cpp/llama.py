@@ -143,6 +143,14 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         """CPU threads for prompt batches now (see :attr:`n_threads`)."""
         return int(self._require_context("n_threads_batch").n_threads_batch)
 
+    @property
+    def prompt_progress(self) -> tuple[int, int]:
+        """``(decoded, total)``: tokens of the prompt being decoded now (every ``n_batch``), for
+        another thread to show while a call waits for its first token; the last prompt's once
+        done, ``(0, 0)`` before any (and once closed)."""
+        context = self._context
+        return (0, 0) if context is None else (int(context.prompt_progress[0]), int(context.prompt_progress[1]))
+
     def n_vocab(self) -> int:
         """Vocabulary size."""
         return self._view.n_vocab()

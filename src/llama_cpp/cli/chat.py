@@ -7,12 +7,14 @@ turns a hybrid model's reasoning on or off, ``/exit`` (or end of input) quits, `
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 from collections.abc import Iterator
 from typing import Any, cast
 
 from ..unified import UnifiedLLM
-from .common import add_model_arguments, add_sampling_arguments, load, sampling_overrides, thinking_flag
+from .common import (add_model_arguments, add_sampling_arguments, load, progress, prompt_status, sampling_overrides,
+                     thinking_flag)
 
 HELP = "commands: /reset (/clear) forget the conversation, /think on|off|auto, /exit, /help"
 
@@ -72,7 +74,14 @@ def _reply(llm: UnifiedLLM, history: list[dict[str, Any]], thinking: bool | None
     reasoning = False
     chunks = cast("Iterator[dict[str, Any]]", llm.create_chat_completion(
         history, max_tokens=args.max_tokens, stream=True, thinking=thinking, **sampling_overrides(args)))
-    for chunk in chunks:
+    first: list[dict[str, Any]] = []
+    with progress("processing the prompt", status=prompt_status(llm)):  # until the reply's first text
+        for chunk in chunks:
+            first.append(chunk)
+            choice = chunk["choices"][0]
+            if choice["delta"].get("content") or choice["delta"].get("reasoning_content") or choice["finish_reason"]:
+                break
+    for chunk in itertools.chain(first, chunks):
         delta = chunk["choices"][0]["delta"]
         if delta.get("reasoning_content"):
             if not reasoning:

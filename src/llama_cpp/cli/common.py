@@ -10,7 +10,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -27,6 +27,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int | None = 
     parser.add_argument("-ngl", "--n-gpu-layers", "--n_gpu_layers", dest="n_gpu_layers", type=int, default=-1,
                         help="layers offloaded to the GPU (default -1: all)")
     parser.add_argument("-t", "--threads", dest="n_threads", type=int, default=None, help="CPU threads")
+    parser.add_argument("-b", "--batch-size", dest="n_batch", type=int, default=None,
+                        help="prompt tokens decoded per step (default 2048)")
     parser.add_argument("--chat-format", help="a llama.cpp built-in chat template instead of the model's")
     parser.add_argument("-v", "--verbose", action="store_true", help="timings and token counts on stderr")
     add_placement_arguments(parser)
@@ -35,10 +37,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, *, n_ctx: int | None = 
 def model_fields(args: argparse.Namespace) -> dict[str, Any]:
     """The ``LlamaConfig`` fields the model flags set."""
     out: dict[str, Any] = {"n_gpu_layers": args.n_gpu_layers, **placement_fields(args)}
-    for name in ("n_ctx", "n_threads", "chat_format"):
+    for name in ("n_ctx", "n_threads", "n_batch", "chat_format"):
         value = getattr(args, name, None)
         if value is not None:
             out[name] = value
+    if "n_batch" in out and isinstance(out["n_batch"], int):
+        out["n_ubatch"] = min(out["n_batch"], 512)  # the physical batch cannot exceed it
     return out
 
 
@@ -74,10 +78,20 @@ def thinking_flag(value: str | None) -> bool | None:
     return {"on": True, "off": False}.get(value or "auto")
 
 
+def prompt_status(llm: Any) -> Callable[[], str]:
+    """What the spinner adds while ``llm`` decodes a prompt: ``1536/4096 tokens (37%)``."""
+    def status() -> str:
+        done, total = llm.prompt_progress
+        return f"{done}/{total} tokens ({100 * done // total}%)" if 0 < total and done < total else ""
+
+    return status
+
+
 @contextmanager
-def progress(message: str, stream: Any = None) -> Iterator[None]:
+def progress(message: str, stream: Any = None, status: Callable[[], str] | None = None) -> Iterator[None]:
     """A spinner with elapsed seconds on stderr while the block runs, cleared afterwards; nothing
-    when stderr is not a terminal (piped output stays clean)."""
+    when stderr is not a terminal (piped output stays clean). ``status()`` adds to the line
+    (a long prompt's tokens decoded so far)."""
     stream = stream or sys.stderr
     if not stream.isatty():
         yield
@@ -87,7 +101,8 @@ def progress(message: str, stream: Any = None) -> Iterator[None]:
 
     def spin() -> None:
         for frame in itertools.cycle("|/-\\"):
-            stream.write(f"\r{frame} {message} {time.monotonic() - started:4.1f} s")
+            extra = status() if status is not None else ""
+            stream.write(f"\r{frame} {message} {time.monotonic() - started:4.1f} s{'  ' + extra if extra else ''}\033[K")
             stream.flush()
             if done.wait(0.1):
                 break

@@ -10,8 +10,8 @@ import time
 
 from ..llama import Llama
 from ..unified import UnifiedLLM
-from .common import (add_model_arguments, add_sampling_arguments, load, progress, read_prompt, sampling_for,
-                     thinking_flag)
+from .common import (add_model_arguments, add_sampling_arguments, load, progress, prompt_status, read_prompt,
+                     sampling_for, thinking_flag)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
             pieces = llm.generate_stream(prompt, args.max_tokens, sampling=sampling, stop=args.stop)
         parts = []
         iterator = iter(pieces)
-        with progress("processing the prompt"):  # until the first piece: the prompt's decode
+        with progress("processing the prompt", status=prompt_status(llm)):  # until the first piece
             first = next(iterator, None)
         for piece in itertools.chain([] if first is None else [first], iterator):
             parts.append(piece)
