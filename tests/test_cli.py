@@ -124,53 +124,44 @@ def test_the_core_and_the_cli_need_no_web_dependency(run_python, smollm2_path):
     assert '"family": "SMOLLM2"' in out.stdout and "server needs:" in out.stdout
 
 
-@real_weights
-def test_progress_shows_on_a_terminal_only(smollm2_path):
+def cli_on_terminal(*args: str) -> tuple[int, bytes, bytes]:
+    """``cli(...)`` with stderr on a pseudo-terminal (stdout stays a pipe): the return code,
+    stdout and what the terminal showed, read as it comes so its buffer never fills up."""
     import os
     import pty
 
-    master, slave = pty.openpty()  # stderr is a terminal, stdout a pipe
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp", "generate", "-m", str(smollm2_path), "--raw", "-n", "4",
-                             "Hello"], stdout=subprocess.PIPE, stderr=slave, stdin=subprocess.DEVNULL)
-    os.close(slave)
-    stdout, _ = proc.communicate(timeout=300)
-    terminal = b""
-    while True:
-        try:
-            chunk = os.read(master, 4096)
-        except OSError:  # the terminal's other end is closed
-            break
-        if not chunk:
-            break
-        terminal += chunk
-    os.close(master)
-    assert proc.returncode == 0
+    leader, follower = pty.openpty()
+    with subprocess.Popen([sys.executable, "-m", "llama_cpp", *args], stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=follower) as proc:
+        os.close(follower)
+        terminal = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            terminal += chunk
+        stdout, _ = proc.communicate(timeout=300)
+    os.close(leader)
+    return proc.returncode, stdout, terminal
+
+
+@real_weights
+def test_progress_shows_on_a_terminal_only(smollm2_path):
+    returncode, stdout, terminal = cli_on_terminal("generate", "-m", str(smollm2_path), "--raw", "-n", "4", "Hello")
+    assert returncode == 0
     assert b"loading " in terminal and b"processing the prompt" in terminal and terminal.endswith(b"\x1b[K")
     assert b"loading" not in stdout and stdout.strip()
 
 
 def test_a_long_prompt_shows_its_tokens_on_a_terminal(smollm2_path):
-    import os
-    import pty
     import re
 
-    leader, follower = pty.openpty()
-    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp", "generate", "-m", str(smollm2_path), "--raw", "-n",
-                             "1", "-b", "16", "-t", "1", "word " * 1200], stdout=subprocess.PIPE, stderr=follower,
-                            stdin=subprocess.DEVNULL)
-    os.close(follower)
-    terminal = b""
-    while True:  # read as it comes: the terminal's buffer must not fill up
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:
-            break
-        if not chunk:
-            break
-        terminal += chunk
-    proc.communicate(timeout=300)
-    os.close(leader)
-    assert proc.returncode == 0
+    returncode, _, terminal = cli_on_terminal("generate", "-m", str(smollm2_path), "--raw", "-n", "1", "-b", "16",
+                                              "-t", "1", "word " * 1200)
+    assert returncode == 0
     shown = [(int(a), int(b)) for a, b in re.findall(rb"processing the prompt +[0-9.]+ s  (\d+)/(\d+) tokens", terminal)]
     assert shown, terminal[-2000:]
     assert all(0 <= done < total and total >= 1200 for done, total in shown), shown
@@ -180,27 +171,10 @@ def test_a_long_prompt_shows_its_tokens_on_a_terminal(smollm2_path):
 
 def test_loading_bar_on_a_terminal_only(smollm2_path):
     # stderr on a pseudo-terminal: the bar follows llama.cpp's load progress up to 100%.
-    import os
-    import pty
-
-    leader, follower = pty.openpty()
-    with subprocess.Popen([sys.executable, "-m", "llama_cpp", "generate", "-m", str(smollm2_path), "--raw", "-n",
-                           "2", "--temp", "0", "Hello"], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                          stderr=follower) as proc:
-        os.close(follower)
-        seen = b""
-        while True:
-            try:
-                chunk = os.read(leader, 4096)
-            except OSError:  # the child closed the terminal
-                break
-            if not chunk:
-                break
-            seen += chunk
-        proc.wait(timeout=300)
-    os.close(leader)
-    assert proc.returncode == 0
-    text = seen.decode(errors="replace")
+    returncode, _, terminal = cli_on_terminal("generate", "-m", str(smollm2_path), "--raw", "-n", "2", "--temp", "0",
+                                              "Hello")
+    assert returncode == 0
+    text = terminal.decode(errors="replace")
     assert "loading SmolLM2-135M-Instruct.Q4_1.gguf" in text and "100%" in text, text
 
 

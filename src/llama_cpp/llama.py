@@ -149,7 +149,10 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
         another thread to show while a call waits for its first token; the last prompt's once
         done, ``(0, 0)`` before any (and once closed)."""
         context = self._context
-        return (0, 0) if context is None else (int(context.prompt_progress[0]), int(context.prompt_progress[1]))
+        if context is None:
+            return (0, 0)
+        done, total = context.prompt_progress  # one read: both numbers of the same moment
+        return (int(done), int(total))
 
     def n_vocab(self) -> int:
         """Vocabulary size."""
