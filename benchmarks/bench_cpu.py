@@ -6,11 +6,21 @@ decode tok/s and the time to the first token of a 512-token prompt.
 
 Native: `llama-completion -no-cnv --ignore-eos -n TOKENS -t THREADS` on a prompt file of exactly
 --prompt-tokens tokens (checked with our tokenizer); its own report gives the prompt's time
-("prompt eval time", its first token) and the decode rate ("eval time": llama_decode of one-token
-steps; sampling is not in it, which favours native). Ours: `Llama.generate_stream` with the same
-threads, greedy, end of generation masked: the first piece's wall time after the call (prompt
-decode, sampling, detokenizing), and decode tok/s = (TOKENS - 1) / (wall time of a TOKENS call -
-wall time of a 1-token call). Rounds alternate native, ours; medians over the rounds.
+("prompt eval time", its first token), the decode rate ("eval time": the time inside llama_decode
+of the one-token steps) and "sampling time". Ours: `Llama.generate_stream` with the same threads,
+greedy, end of generation masked, read with the same instrument (`Llama.perf()`, llama.cpp's
+counters of our context: eval time over one-token decodes) and by the clock:
+
+- decode_tok_s: llama_decode time per generated token, both sides (llama.cpp's counters), the
+  measure the issue's "decode within 2%" compares;
+- wall_decode_tok_s: ours from the first piece to the last (sampling, detokenizing, Python
+  included); native's eval plus sampling time, its closest equivalent;
+- first_token_ms: ours the first piece's wall time after the call (prompt decode, sampling,
+  detokenizing); native its prompt eval time.
+
+Rounds alternate native, ours; medians over the rounds. An earlier version took our decode rate
+from two calls' wall times (a 128-token and a 1-token call, prompt included in both): the
+prompt's own round-to-round noise then landed in the decode rate.
 """
 
 from __future__ import annotations
@@ -39,25 +49,31 @@ def native(prefix: Path, model: Path, prompt_file: Path, tokens: int, threads: i
     text = out.stderr
     prompt = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", text)
     decode = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", text)
-    if not prompt or not decode:
+    sampling = re.search(r"\bsampling time =\s*([\d.]+) ms", text)
+    if not prompt or not decode or not sampling:
         raise RuntimeError(f"cannot read llama-completion's timings:\n{text[-2000:]}")
     return {"first_token_ms": float(prompt.group(1)), "prompt_tokens": int(prompt.group(2)),
-            "decode_tok_s": 1000 * int(decode.group(2)) / float(decode.group(1))}
+            "decode_tok_s": 1000 * int(decode.group(2)) / float(decode.group(1)),
+            "wall_decode_tok_s": 1000 * int(decode.group(2)) / (float(decode.group(1)) + float(sampling.group(1)))}
 
 
 def ours(llm, prompt: list[int], tokens: int, sampling) -> dict[str, float]:
-    def call(n: int) -> tuple[float, float]:
+    def call(n: int) -> dict[str, float]:
+        llm.perf_reset()
         start = time.perf_counter()
-        first = None
+        arrivals = []
         for _ in llm.generate_stream(prompt, n, sampling=sampling, reset_kv_cache=True):
-            if first is None:
-                first = time.perf_counter() - start
-        return (first if first is not None else time.perf_counter() - start), time.perf_counter() - start
+            arrivals.append(time.perf_counter())
+        perf = llm.perf()
+        assert len(arrivals) >= 2 and perf["n_eval"] > 0, "too few pieces to time the decode"
+        # Pieces are tokens here (greedy English text); a piece that held two tokens would
+        # only make the wall rate look slower.
+        return {"first_token_ms": 1000 * (arrivals[0] - start),
+                "decode_tok_s": 1000 * perf["n_eval"] / perf["t_eval_ms"],
+                "wall_decode_tok_s": (n - 1) / (arrivals[-1] - arrivals[0])}
 
     call(tokens)  # warm-up
-    first, whole = call(tokens)
-    _, one = call(1)
-    return {"first_token_ms": 1000 * first, "decode_tok_s": (tokens - 1) / (whole - one)}
+    return call(tokens)
 
 
 def main() -> None:
@@ -89,17 +105,20 @@ def main() -> None:
             n = native(args.prefix, args.model, Path(f.name), args.tokens, args.threads)
             o = ours(llm, prompt, args.tokens, greedy)
             rows.append({"native": n, "ours": o})
-            print(f"round {r + 1}: native decode {n['decode_tok_s']:.1f} tok/s, first token {n['first_token_ms']:.1f} ms "
-                  f"({n['prompt_tokens']} tokens); ours {o['decode_tok_s']:.1f} tok/s, {o['first_token_ms']:.1f} ms",
+            print(f"round {r + 1}: native decode {n['decode_tok_s']:.1f} tok/s (wall {n['wall_decode_tok_s']:.1f}), "
+                  f"first token {n['first_token_ms']:.1f} ms ({n['prompt_tokens']} tokens); ours "
+                  f"{o['decode_tok_s']:.1f} tok/s (wall {o['wall_decode_tok_s']:.1f}), {o['first_token_ms']:.1f} ms",
                   flush=True)
         os.unlink(f.name)
-    med = {side: {k: statistics.median(r[side][k] for r in rows) for k in ("decode_tok_s", "first_token_ms")}
+    med = {side: {k: statistics.median(r[side][k] for r in rows) for k in ("decode_tok_s", "wall_decode_tok_s", "first_token_ms")}
            for side in ("native", "ours")}
     report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "model": args.model.name,
               "threads": args.threads, "prompt_tokens": args.prompt_tokens, "tokens": args.tokens, "rounds": rows,
               "median": med, "decode_ratio": med["ours"]["decode_tok_s"] / med["native"]["decode_tok_s"],
+              "wall_decode_ratio": med["ours"]["wall_decode_tok_s"] / med["native"]["wall_decode_tok_s"],
               "first_token_ratio": med["ours"]["first_token_ms"] / med["native"]["first_token_ms"]}
-    print(f"\ndecode: ours / native {report['decode_ratio']:.3f} (target >= 0.98); first token of "
+    print(f"\ndecode: ours / native {report['decode_ratio']:.3f} (target >= 0.98; wall, sampling included: "
+          f"{report['wall_decode_ratio']:.3f}); first token of "
           f"{args.prompt_tokens}: ours / native {report['first_token_ratio']:.3f} (target <= 1.05)")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
