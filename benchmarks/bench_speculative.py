@@ -4,6 +4,7 @@
 
     python benchmarks/bench_speculative.py [--model M.gguf] [--threads 2] [--runs 3]
         [--draft-model D.gguf] [--draft-max 16] [--type ngram-simple] [--json out.json]
+        [-ngl 99 --native PREFIX]   # on a GPU: also native llama-bench tg128 of the same model
 
 Method: greedy, at most --max-tokens tokens. Each configuration gets its own Llama; one
 warm-up call, then --runs timed calls of the whole generation alternating plain/speculative
@@ -11,14 +12,18 @@ warm-up call, then --runs timed calls of the whole generation alternating plain/
 the same prompt), i.e. prompt processing excluded; end-to-end tok/s includes it. Also prints
 accepted proposals per step (Llama.perf) and whether the texts are identical.
 --type picks another llama.cpp n-gram method for "ngram" (ngram-map-k, ngram-mod, ...) to
-compare them.
+compare them. With --native PREFIX, that llama.cpp's `llama-bench -p 0 -n 128` (flash attention,
+the same offload and threads) runs in the same process run, and the speculative decode rate is
+reported over native's tg128 (issue 15: "tok/s above native llama-bench tg128").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
+import subprocess
 import time
 from pathlib import Path
 
@@ -58,23 +63,37 @@ def timed(llm: Llama, prompt: str, max_tokens: int) -> tuple[float, str]:
     return time.perf_counter() - t0, text
 
 
+def native_tg128(prefix: Path, model: str, ngl: int, threads: int | None) -> float:
+    """Native llama-bench's tg128 (decode tok/s after an empty prompt), median of its 5 repetitions."""
+    cmd = [str(prefix / "bin" / "llama-bench"), "-m", model, "-p", "0", "-n", "128", "-ngl", str(ngl), "-fa", "1",
+           "-r", "5", "-o", "json"] + (["-t", str(threads)] if threads else [])
+    out = subprocess.run(cmd, env=dict(os.environ, LD_LIBRARY_PATH=str(prefix / "lib")), capture_output=True,
+                         text=True, check=True).stdout
+    return float(statistics.median(json.loads(out)[0]["samples_ts"]))
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", default=str(root / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"))
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="CPU threads (0: each side's default, as on a GPU)")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--max-tokens", type=int, default=400)
     ap.add_argument("--draft-max", type=int, default=16)
     ap.add_argument("--draft-model", default=None, help="speculate with this draft model instead of n-grams")
     ap.add_argument("--type", default=None, help="llama.cpp n-gram method behind speculative='ngram'")
     ap.add_argument("--json", default=None)
+    ap.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers offloaded (model and draft)")
+    ap.add_argument("--native", type=Path, default=None, help="a llama.cpp prefix: also run its llama-bench tg128")
     args = ap.parse_args()
     if args.type:
         _speculative.NGRAM_TYPE = args.type
 
-    common = {"n_ctx": 2048, "n_batch": 512, "n_threads": args.threads, "n_threads_batch": args.threads}
-    spec_config = ({"draft_model": args.draft_model} if args.draft_model else {"speculative": "ngram"})
+    threads = args.threads or None
+    common = {"n_ctx": 2048, "n_batch": 512, "n_threads": threads, "n_threads_batch": threads,
+              "n_gpu_layers": args.n_gpu_layers}
+    spec_config = ({"draft_model": args.draft_model, "draft_n_gpu_layers": args.n_gpu_layers}
+                   if args.draft_model else {"speculative": "ngram"})
     prompt = prompt_text()
     with Llama(args.model, **common) as plain, \
             Llama(args.model, **common, **spec_config, draft_max=args.draft_max) as spec:
@@ -110,6 +129,11 @@ def main() -> None:
     result["speedup_decode"] = round(result["speculative"]["decode_tok_s"] / result["plain"]["decode_tok_s"], 2)
     result["speedup_end_to_end"] = round(
         result["speculative"]["end_to_end_tok_s"] / result["plain"]["end_to_end_tok_s"], 2)
+    if args.native:
+        tg128 = native_tg128(args.native, args.model, args.n_gpu_layers, threads)
+        result["native_tg128_tok_s"] = round(tg128, 1)
+        result["speculative_decode_vs_native_tg128"] = round(result["speculative"]["decode_tok_s"] / tg128, 3)
+        result["plain_decode_vs_native_tg128"] = round(result["plain"]["decode_tok_s"] / tg128, 3)
     steps = perf["n_spec_steps"]
     result["accepted_per_step"] = round(perf["accepted_per_step"], 2)
     result["tokens_per_step"] = round((perf["n_accepted"] + steps) / steps, 2) if steps else 0.0
@@ -125,6 +149,9 @@ def main() -> None:
     print(f"  accepted per step {result['accepted_per_step']}, tokens per step {result['tokens_per_step']}, "
           f"acceptance {result['acceptance_rate']}")
     print(f"  texts identical: {result['identical']}")
+    if args.native:
+        print(f"  native llama-bench tg128: {result['native_tg128_tok_s']} tok/s; speculative decode / native "
+              f"{result['speculative_decode_vs_native_tg128']}, plain / native {result['plain_decode_vs_native_tg128']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

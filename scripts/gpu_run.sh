@@ -3,7 +3,7 @@
 # CUDA, run the test suite on the GPU, and run the side-by-side benchmark. Needs .device/
 # (scripts/pack_for_device.sh) carried along; reaches no network.
 #
-#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [pool_e2e] [prefixbench] [serverbench] [scale] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
+#   bash scripts/gpu_run.sh [setup] [build] [models] [test] [asan] [bench] [big] [poolbench] [pool_e2e] [prefixbench] [specbench] [serverbench] [scale] [bench_poll0] [bench_exp] [poolbench_exp] [stream_diag] [first_tokens] [profile] [diag] [pack_prefix] [collect]
 #   (default: setup build models test bench)
 # Outputs (logs, JSON) go to $OUT when set (the device tool's folder), else build/gpu-out.
 set -euo pipefail
@@ -171,6 +171,18 @@ pool_e2e() {
     "$py" benchmarks/bench_pool.py --prefix "$prefix" --model "$models/$m.gguf" --parallel 16,64 --ngl 99 \
       --runs 3 --e2e 5 --json "$out/pool_e2e_$m.json" 2>&1 | tee "$out/pool_e2e_$m.log" | tail -12
   done
+}
+
+# Issue 15 item 2: speculative decoding of m8b on the GPU (m8b drafting for itself: the upper
+# bound; draft-free n-grams), each against plain greedy and native llama-bench tg128 in one run.
+specbench() {
+  local m=$models/m8b-q4_k_m.gguf
+  stamp "speculation on m8b: itself as draft"
+  "$py" benchmarks/bench_speculative.py --model "$m" --draft-model "$m" -ngl 99 --threads 0 \
+    --runs ${SPEC_RUNS:-3} --draft-max ${SPEC_DRAFT_MAX:-16} --native "$prefix" --json "$out/spec_self_m8b.json" 2>&1 | tee "$out/spec_self_m8b.log"
+  stamp "speculation on m8b: n-grams"
+  "$py" benchmarks/bench_speculative.py --model "$m" -ngl 99 --threads 0 \
+    --runs ${SPEC_RUNS:-3} --draft-max ${SPEC_DRAFT_MAX:-16} --native "$prefix" --json "$out/spec_ngram_m8b.json" 2>&1 | tee "$out/spec_ngram_m8b.log"
 }
 
 # Issue 15: 64 requests sharing a 1,000-token system prompt, with and without shared prefixes.

@@ -82,9 +82,15 @@ class Metrics:
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
         """Records a latency in a histogram."""
+        self.observe_many(name, (seconds,), **labels)
+
+    def observe_many(self, name: str, values: Iterable[float], **labels: str) -> None:
+        """Records several latencies of one histogram at once (one lock for a stream's batch)."""
         key = tuple(sorted(labels.items()))
         with self._lock:
-            self._histograms[name][key].observe(seconds)
+            histogram = self._histograms[name][key]
+            for seconds in values:
+                histogram.observe(seconds)
 
     def render(self, sampled: Iterable[Sample]) -> str:
         """The exposition text. ``sampled``: (name, type, help, labels, value) read now from

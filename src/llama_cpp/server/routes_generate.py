@@ -75,7 +75,7 @@ def _chat_text(chunk: dict[str, Any]) -> str:
 
 def _chunk_events(chunks: AsyncIterator[dict[str, Any]], model: ServedModel, metrics: Metrics, ticket: Ticket,
                   started: float, include_usage: bool, generated: Callable[[dict[str, Any]], str]
-                  ) -> AsyncIterator[str]:
+                  ) -> AsyncIterator[bytes]:
     """The SSE events of the pool's chunks (chat or text completion); ``generated`` reads the
     generated text of a chunk, for the metrics."""
     stats = StreamStats(metrics, model.name, started)
@@ -91,6 +91,7 @@ def _chunk_events(chunks: AsyncIterator[dict[str, Any]], model: ServedModel, met
         stats.piece(generated(chunk))
 
     def finish(outcome: str) -> list[dict[str, Any]]:
+        stats.flush()
         usage = last.get("usage") if outcome == "ok" else None
         _finished(metrics, model.name, started, outcome, usage)
         if outcome != "ok" or not include_usage:

@@ -30,20 +30,34 @@ def dumps(payload: Any) -> str:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
 
 
-def sse_response(events: AsyncIterator[str], ping_s: float) -> EventSourceResponse:
-    """``text/event-stream`` of ``data: <event>\\n\\n`` frames, with keep-alive comments every
-    ``ping_s`` seconds while the stream waits (the SDK skips comments)."""
+def frame(payload: Any) -> bytes:
+    """One SSE event, ``data: <compact JSON>`` and a blank line, encoded: sse-starlette sends
+    bytes as they are. JSON escapes every line break inside strings, so the payload is one
+    line (SSE splits lines only at CR and LF)."""
+    return b"data: " + dumps(payload).encode() + b"\n\n"
+
+
+DONE = b"data: [DONE]\n\n"
+
+
+def sse_response(events: AsyncIterator[bytes], ping_s: float) -> EventSourceResponse:
+    """``text/event-stream`` of the given frames (:func:`frame`), with keep-alive comments
+    every ``ping_s`` seconds while the stream waits (the SDK skips comments)."""
     return EventSourceResponse(events, sep="\n", ping=ping_s, headers={"Cache-Control": "no-cache"})
 
 
 class StreamStats:
     """Times and text of one streamed reply, for the metrics: time to first token and the
-    latency between pieces."""
+    latency between pieces. Latencies reach the metrics in batches (every ``FLUSH`` pieces and
+    at :meth:`flush`), not one lock per piece."""
+
+    FLUSH = 32
 
     def __init__(self, metrics: Metrics, model: str, started: float) -> None:
         self.metrics, self.model, self.started = metrics, model, started
         self.last: float | None = None
         self.parts: list[str] = []
+        self._gaps: list[float] = []
 
     def piece(self, text: str) -> None:
         """Records a piece of generated text arriving now."""
@@ -53,9 +67,17 @@ class StreamStats:
         if self.last is None:
             self.metrics.observe("time_to_first_token_seconds", now - self.started, model=self.model)
         else:
-            self.metrics.observe("inter_token_latency_seconds", now - self.last, model=self.model)
+            self._gaps.append(now - self.last)
+            if len(self._gaps) >= self.FLUSH:
+                self.flush()
         self.last = now
         self.parts.append(text)
+
+    def flush(self) -> None:
+        """Hands the latencies not yet recorded to the metrics."""
+        if self._gaps:
+            self.metrics.observe_many("inter_token_latency_seconds", self._gaps, model=self.model)
+            self._gaps = []
 
     @property
     def text(self) -> str:
@@ -68,8 +90,8 @@ async def events(
     on_chunk: Callable[[dict[str, Any]], None],
     finish: Callable[[str], list[dict[str, Any]]],
     close: Callable[[], Awaitable[None]],
-) -> AsyncIterator[str]:
-    """The SSE payloads of a stream of chunks: each chunk (``on_chunk`` sees it first), then
+) -> AsyncIterator[bytes]:
+    """The SSE frames of a stream of chunks: each chunk (``on_chunk`` sees it first), then
     the chunks ``finish("ok")`` adds (a usage chunk), then ``[DONE]``. ``finish`` is called
     with ``"error"`` or ``"cancelled"`` when the stream ends otherwise; ``close`` always runs."""
     outcome = "cancelled"
@@ -77,15 +99,15 @@ async def events(
         try:
             async for chunk in chunks:
                 on_chunk(chunk)
-                yield dumps(chunk)
+                yield frame(chunk)
         except Exception as exc:  # the headers went out: the error travels in the stream
             outcome = "error"
-            yield dumps(from_exception(exc).body())
+            yield frame(from_exception(exc).body())
             return
         outcome = "ok"
         for extra in finish("ok"):
-            yield dumps(extra)
-        yield "[DONE]"
+            yield frame(extra)
+        yield DONE
     finally:
         if outcome != "ok":
             finish(outcome)
