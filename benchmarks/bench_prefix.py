@@ -38,13 +38,15 @@ def requests(tokenize, n: int, system_tokens: int, question_tokens: int) -> list
 
 
 def measure(model: Path, share: bool, n: int, system_tokens: int, question_tokens: int, max_tokens: int,
-            ngl: int) -> dict:
+            ngl: int, reverse: bool = False) -> dict:
     from llama_cpp import LlamaPool, SamplingParams
 
     greedy = SamplingParams.greedy()
     with LlamaPool(model, pool_size=n, n_ctx=system_tokens + question_tokens + max_tokens + 16,
                    n_gpu_layers=ngl, share_prefixes=share) as pool:
         prompts = requests(pool.llama.tokenize, n, system_tokens, question_tokens)
+        if reverse:  # other slots, other batch neighbours: what batch shape alone changes
+            prompts.reverse()
         pool.submit("Hello", max_tokens=2, sampling=greedy).result()  # warm-up, shares nothing
 
         async def main() -> tuple[list[float], list[str], list[int], float]:
@@ -64,6 +66,8 @@ def measure(model: Path, share: bool, n: int, system_tokens: int, question_token
             return firsts, [d[0] for d in done], [d[1] for d in done], time.perf_counter() - start
 
         firsts, texts, reused, total = asyncio.run(main())
+        if reverse:
+            texts.reverse()
         return {"share_prefixes": pool.share_prefixes, "first_token_median_s": statistics.median(firsts),
                 "first_token_slowest_s": max(firsts), "whole_s": total, "reused_tokens": sum(reused),
                 "texts": texts}
@@ -77,6 +81,8 @@ def main() -> None:
     parser.add_argument("--question-tokens", type=int, default=30)
     parser.add_argument("--max-tokens", type=int, default=8)
     parser.add_argument("--ngl", type=int, default=99)
+    parser.add_argument("--baseline", action="store_true", help="also run without sharing with the requests in "
+                        "reverse order: how many answers batch shapes alone change (GPU numerics)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     report: dict = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "host": platform.node(), "model": args.model.name,
@@ -96,6 +102,13 @@ def main() -> None:
     report["same_answers"] = same
     print(f"\nfirst token {report['first_token_speedup_median']:.1f}x sooner (median), "
           f"{report['first_token_speedup_slowest']:.1f}x (slowest); same answers: {same} of {args.requests}")
+    if args.baseline:
+        again = measure(args.model, False, args.requests, args.system_tokens, args.question_tokens, args.max_tokens,
+                        args.ngl, reverse=True)
+        report["unshared_reversed"] = again
+        report["same_answers_unshared_reversed"] = sum(a == b for a, b in zip(off["texts"], again["texts"]))
+        print(f"without sharing, requests in reverse order: same answers as the first run without sharing: "
+              f"{report['same_answers_unshared_reversed']} of {args.requests}")
     if args.json:
         args.json.write_text(json.dumps(report, indent=2))
 

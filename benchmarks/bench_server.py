@@ -114,20 +114,40 @@ def summarize(runs: list[ClientRun], start: float) -> dict[str, float]:
             "itl_p99_ms": 1000 * percentile(itl, 99)}
 
 
+def server_ttft(url: str, api_key: str | None) -> tuple[float, float]:
+    """The server's own time-to-first-token histogram (sum, count) from /metrics: from the
+    moment a request reached its route to its first generated text."""
+    total = count = 0.0
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    for line in httpx.get(f"{url}/metrics", headers=headers, timeout=30).text.splitlines():
+        if line.startswith("llamacpp:time_to_first_token_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("llamacpp:time_to_first_token_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
 def drive(workers: object, procs: int, url: str, clients: int, max_tokens: int, bias: dict[str, float],
           api_key: str | None) -> dict[str, float]:
     """The clients, spread over ``procs`` client processes (``workers``, a process pool), all
     starting at one moment."""
+    before = server_ttft(url, api_key)
     start = time.monotonic() + 2.0  # every process has warmed up by then
     shares = [clients // procs + (k < clients % procs) for k in range(procs)]
     firsts = [sum(shares[:k]) for k in range(procs)]
     jobs = [(url, firsts[k], shares[k], max_tokens, bias, api_key, start) for k in range(procs) if shares[k]]
     runs = [run for part in workers.map(client_process, jobs) for run in part]  # type: ignore[attr-defined]
-    return summarize(runs, start)
+    result = summarize(runs, start)
+    after = server_ttft(url, api_key)
+    # The warm-up requests (one per client process) are in the server's histogram too.
+    if after[1] > before[1]:
+        result["server_side_ttft_mean_ms"] = 1000 * (after[0] - before[0]) / (after[1] - before[1])
+    return result
 
 
-async def direct(pool: object, clients: int, max_tokens: int) -> float:
-    """The same requests through ``pool`` (a LlamaPool) in this process: generated tok/s."""
+async def direct(pool: object, clients: int, max_tokens: int) -> tuple[float, list[float]]:
+    """The same requests through ``pool`` (a LlamaPool) in this process: generated tok/s and
+    each request's time to its first piece."""
     from llama_cpp import LlamaPool, SamplingParams
 
     assert isinstance(pool, LlamaPool)
@@ -135,15 +155,19 @@ async def direct(pool: object, clients: int, max_tokens: int) -> float:
     sampling = SamplingParams(temperature=0, logit_bias={t: float("-inf") for t in range(llm.n_vocab())
                                                          if llm.is_eog(t)})
 
+    firsts: list[float] = []
+
     async def one(i: int) -> int:
         n = 0
         async for _ in pool.generate_stream(f"{PROMPT} {i}", max_tokens, sampling=sampling):
+            if n == 0:
+                firsts.append(time.perf_counter() - start)
             n += 1
         return n
 
     start = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(clients)))
-    return clients * max_tokens / (time.perf_counter() - start)
+    return clients * max_tokens / (time.perf_counter() - start), firsts
 
 
 async def rounds(args: argparse.Namespace, url: str, bias: dict[str, float], workers: object) -> list[dict[str, float]]:
@@ -163,7 +187,9 @@ async def rounds(args: argparse.Namespace, url: str, bias: dict[str, float], wor
             result = await asyncio.to_thread(drive, workers, args.client_procs, url, args.clients, args.max_tokens,
                                              bias, args.api_key)
             if pool is not None:
-                result["direct_tok_s"] = await direct(pool, args.clients, args.max_tokens)
+                result["direct_tok_s"], firsts = await direct(pool, args.clients, args.max_tokens)
+                result["direct_ttft_p50_ms"] = 1000 * percentile(firsts, 50)
+                result["direct_ttft_p99_ms"] = 1000 * percentile(firsts, 99)
                 result["ratio"] = result["tok_s"] / result["direct_tok_s"]
             print(json.dumps({k: round(v, 3) for k, v in result.items()}), flush=True)
             out.append(result)
