@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import socket
 import statistics
 import subprocess
@@ -244,13 +245,15 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
                         help="processes the clients are spread over (default: a quarter of the cores, 1 to 4)")
     parser.add_argument("--json", help="write the summary here too")
+    parser.add_argument("--profile", help="record the started server with py-spy (threads holding the GIL) "
+                                          "into this file (collapsed stacks) for the whole run")
     args = parser.parse_args()
     if not args.model and not args.url:
         parser.error("give --model (start a server here) or --url (a running server)")
     args.pool_size = args.pool_size or args.clients
     args.n_ctx = args.n_ctx or args.max_tokens + 64
     bias = eog_bias(args.model) if args.model else {}
-    proc = None
+    proc = spy = None
     if args.url is None:
         proc, url = start_server(args)
     else:
@@ -260,9 +263,16 @@ def main() -> None:
     # Spawned before any pool exists in this process (a fork would copy its threads' state).
     workers = multiprocessing.get_context("spawn").Pool(args.client_procs)
     try:
+        if args.profile and proc is not None:
+            beside = os.path.join(os.path.dirname(sys.executable), "py-spy")  # a virtual environment's
+            spy = subprocess.Popen([beside if os.path.exists(beside) else "py-spy", "record", "-p", str(proc.pid),
+                                    "--gil", "-r", "500", "-f", "raw", "-o", args.profile])
         results = asyncio.run(rounds(args, url, bias, workers))
     finally:
         workers.terminate()
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
+            spy.wait(timeout=60)
         if proc is not None:
             proc.terminate()
             proc.wait()

@@ -206,7 +206,7 @@ serverbench() {
   stamp "server benchmark on m1b"
   "$py" benchmarks/bench_server.py --model "$models/m1b-q4_k_m.gguf" --clients ${SERVER_CLIENTS:-64} \
     --max-tokens ${SERVER_TOKENS:-128} --rounds ${SERVER_ROUNDS:-3} --native "$prefix" --threads "$(nproc)" \
-    --json "$out/bench_server.json" 2>&1 | tee "$out/bench_server.log"
+    ${SERVER_ARGS:-} --json "$out/bench_server.json" 2>&1 | tee "$out/bench_server.log"
 }
 
 # Issue 16 on two GPUs (nvidia-h200-x2): m8b split by layer and by row over both GPUs and over
