@@ -11,11 +11,11 @@ request that does not stream races its work against the client's disconnect
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
+import orjson
 from sse_starlette import EventSourceResponse
 from starlette.requests import Request
 
@@ -25,16 +25,13 @@ from .metrics import Metrics
 T = TypeVar("T")
 
 
-def dumps(payload: Any) -> str:
-    """Compact JSON, UTF-8 as is."""
-    return json.dumps(payload, ensure_ascii=False, separators=(",", ":"))
-
-
 def frame(payload: Any) -> bytes:
     """One SSE event, ``data: <compact JSON>`` and a blank line, encoded: sse-starlette sends
     bytes as they are. JSON escapes every line break inside strings, so the payload is one
-    line (SSE splits lines only at CR and LF)."""
-    return b"data: " + dumps(payload).encode() + b"\n\n"
+    line (SSE splits lines only at CR and LF). orjson writes UTF-8 as is (the json module's
+    encoding was a tenth of the event loop's time in a profile of the GPU server under 64
+    streams); a float that is not finite (a -inf log-probability) becomes null."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
 DONE = b"data: [DONE]\n\n"
