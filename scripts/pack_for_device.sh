@@ -25,7 +25,7 @@ python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 -
   -d "$out/wheels" nanobind==3.1.0 jsonschema jsonschema-specifications referencing rpds-py diskcache \
   hypothesis sortedcontainers attrs \
   fastapi annotated-doc opentelemetry-api starlette pydantic pydantic-core annotated-types typing-inspection typing-extensions uvicorn h11 click \
-  sse-starlette anyio sniffio httpx httpcore certifi idna openai distro jiter tqdm orjson httptools uvloop
+  sse-starlette anyio sniffio httpx httpcore certifi idna openai distro jiter tqdm orjson
 python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
   --platform manylinux_2_5_x86_64 --platform manylinux1_x86_64 --platform manylinux_2_17_x86_64 \
   -d "$out/wheels" py-spy==0.4.1
