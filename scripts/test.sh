@@ -36,7 +36,7 @@ export LLAMA_NB_REFERENCE_PREFIX=$prefix
 py311=$(find_python 3.11)
 step "Python 3.11: install in prebuilt mode and test"
 make_venv .venv-test "$py311"
-.venv-test/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette openai httpx
+.venv-test/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette orjson openai httpx
 LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
   pip_build build/logs/py311.log .venv-test/bin/python install --force-reinstall --no-deps .
 (cd "$root/tests" && "$root/.venv-test/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
@@ -46,7 +46,7 @@ step "Python 3.12: wheel from source (default mode), installed in a fresh venv, 
 rm -rf dist .venv-wheel
 CMAKE_ARGS="$cuda_args" pip_build build/logs/py312-wheel.log "$py312" wheel --no-deps . -w dist
 "$py312" -m venv .venv-wheel
-.venv-wheel/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette openai httpx dist/*.whl
+.venv-wheel/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette orjson openai httpx dist/*.whl
 (cd "$root/tests" && "$root/.venv-wheel/bin/python" -m pytest -q -p no:cacheprovider "$root/tests")
 
 smoke=("$root/tests/test_readme.py" "$root/tests/test_packaging.py" "$root/tests/test_system_info.py")
@@ -54,13 +54,13 @@ py313=$(find_python 3.13)
 step "Python 3.13: the same abi3 wheel in a fresh venv, smoke tests"
 rm -rf .venv-313
 "$py313" -m venv .venv-313
-.venv-313/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette openai httpx dist/*.whl
+.venv-313/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette orjson openai httpx dist/*.whl
 (cd "$root/tests" && "$root/.venv-313/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}")
 
 py310=$(find_python 3.10)
 step "Python 3.10: install in prebuilt mode, smoke tests"
 make_venv .venv-310 "$py310"
-.venv-310/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette openai httpx
+.venv-310/bin/python -m pip install -q pytest numpy pyyaml tqdm jsonschema mypy jinja2 hypothesis fastapi uvicorn sse-starlette orjson openai httpx
 LLAMA_LIB_DIR="$prefix/lib" LLAMA_INCLUDE_DIR="$prefix/include" \
   pip_build build/logs/py310.log .venv-310/bin/python install --force-reinstall --no-deps .
 (cd "$root/tests" && "$root/.venv-310/bin/python" -m pytest -q -p no:cacheprovider "${smoke[@]}")
