@@ -210,7 +210,7 @@ def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], str
         port = s.getsockname()[1]
     proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", args.model, "--port", str(port),
                              "--pool-size", str(args.pool_size), "--n-ctx", str(args.n_ctx),
-                             "-ngl", str(args.n_gpu_layers), "--log-level", "warning"])
+                             "-ngl", str(args.n_gpu_layers), "--log-level", "warning", *args.server_arg])
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
@@ -245,6 +245,8 @@ def main() -> None:
     parser.add_argument("--client-procs", type=int, default=max(1, min(4, (os.cpu_count() or 1) // 4)),
                         help="processes the clients are spread over (default: a quarter of the cores, 1 to 4)")
     parser.add_argument("--json", help="write the summary here too")
+    parser.add_argument("--server-arg", action="append", default=[], help="one more flag for the started server, "
+                        "e.g. --server-arg=--no-share-prefixes; repeatable")
     parser.add_argument("--profile", help="record the started server with py-spy (threads holding the GIL) "
                                           "into this file (collapsed stacks) for the whole run")
     args = parser.parse_args()
