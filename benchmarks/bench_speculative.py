@@ -15,6 +15,10 @@ accepted proposals per step (Llama.perf) and whether the texts are identical.
 compare them. With --native PREFIX, that llama.cpp's `llama-bench -p 0 -n 128` (flash attention,
 the same offload and threads) runs in the same process run, and the speculative decode rate is
 reported over native's tg128 (issue 15: "tok/s above native llama-bench tg128").
+With --native-speculative BIN (a folder holding llama.cpp's `llama-speculative-simple`, an example
+that drives the same common_speculative code), native runs the same prompt plainly (`--spec-type
+none`) and with the same n-gram method and draft_max, and its own speedup is reported beside
+ours: what llama.cpp itself gains on this machine.
 """
 
 from __future__ import annotations
@@ -72,6 +76,33 @@ def native_tg128(prefix: Path, model: str, ngl: int, threads: int | None) -> flo
     return float(statistics.median(json.loads(out)[0]["samples_ts"]))
 
 
+def native_speculative(bin_dir: Path, model: str, prompt: str, max_tokens: int, threads: int | None,
+                       spec_type: str, draft_max: int, runs: int) -> dict[str, float]:
+    """llama-speculative-simple's decode tok/s (its "decoded N tokens ... speed"), median of runs."""
+    import re
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
+        f.write(prompt)
+    speeds = []
+    try:
+        for _ in range(runs):
+            cmd = [str(bin_dir / "llama-speculative-simple"), "-m", model, "-f", f.name, "-n", str(max_tokens),
+                   "-c", "2048", "--temp", "0", "--spec-type", spec_type, "--spec-draft-n-max", str(draft_max),
+                   # ours: keys of NGRAM_SIZE tokens, proposals of up to draft_max (src/engine/speculator.cpp)
+                   "--spec-ngram-map-k-size-n", str(_speculative.NGRAM_SIZE), "--spec-ngram-map-k-size-m", str(draft_max)]
+            cmd += ["-t", str(threads), "-tb", str(threads)] if threads else []
+            out = subprocess.run(cmd, env=dict(os.environ, LD_LIBRARY_PATH=str(bin_dir)), capture_output=True,
+                                 text=True, check=True, stdin=subprocess.DEVNULL)
+            found = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", out.stderr + out.stdout)
+            if not found:
+                raise RuntimeError(f"cannot read llama-speculative-simple's speed:\n{out.stderr[-2000:]}")
+            speeds.append(int(found.group(1)) / float(found.group(2)))
+    finally:
+        os.unlink(f.name)
+    return {"decode_tok_s": round(statistics.median(speeds), 1), "runs": [round(v, 1) for v in speeds]}
+
+
 def main() -> None:
     root = Path(__file__).resolve().parent.parent
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -85,6 +116,8 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers offloaded (model and draft)")
     ap.add_argument("--native", type=Path, default=None, help="a llama.cpp prefix: also run its llama-bench tg128")
+    ap.add_argument("--native-speculative", type=Path, default=None, metavar="BIN",
+                    help="a folder with llama-speculative-simple: native's own n-gram speedup beside ours")
     args = ap.parse_args()
     if args.type:
         _speculative.NGRAM_TYPE = args.type
@@ -134,6 +167,14 @@ def main() -> None:
         result["native_tg128_tok_s"] = round(tg128, 1)
         result["speculative_decode_vs_native_tg128"] = round(result["speculative"]["decode_tok_s"] / tg128, 3)
         result["plain_decode_vs_native_tg128"] = round(result["plain"]["decode_tok_s"] / tg128, 3)
+    if args.native_speculative and not args.draft_model:
+        kind = _speculative.NGRAM_TYPE
+        plain_native = native_speculative(args.native_speculative, args.model, prompt, args.max_tokens, threads,
+                                          "none", args.draft_max, args.runs)
+        spec_native = native_speculative(args.native_speculative, args.model, prompt, args.max_tokens, threads,
+                                         kind, args.draft_max, args.runs)
+        result["native_plain"], result["native_speculative"] = plain_native, spec_native
+        result["native_speedup_decode"] = round(spec_native["decode_tok_s"] / plain_native["decode_tok_s"], 2)
     steps = perf["n_spec_steps"]
     result["accepted_per_step"] = round(perf["accepted_per_step"], 2)
     result["tokens_per_step"] = round((perf["n_accepted"] + steps) / steps, 2) if steps else 0.0
@@ -149,6 +190,10 @@ def main() -> None:
     print(f"  accepted per step {result['accepted_per_step']}, tokens per step {result['tokens_per_step']}, "
           f"acceptance {result['acceptance_rate']}")
     print(f"  texts identical: {result['identical']}")
+    if "native_speedup_decode" in result:
+        print(f"  native llama-speculative-simple: plain {result['native_plain']['decode_tok_s']} tok/s, "
+              f"{_speculative.NGRAM_TYPE} {result['native_speculative']['decode_tok_s']} tok/s: speedup "
+              f"{result['native_speedup_decode']}x (ours {result['speedup_decode']}x)")
     if args.native:
         print(f"  native llama-bench tg128: {result['native_tg128_tok_s']} tok/s; speculative decode / native "
               f"{result['speculative_decode_vs_native_tg128']}, plain / native {result['plain_decode_vs_native_tg128']}")
