@@ -15,10 +15,10 @@ accepted proposals per step (Llama.perf) and whether the texts are identical.
 compare them. With --native PREFIX, that llama.cpp's `llama-bench -p 0 -n 128` (flash attention,
 the same offload and threads) runs in the same process run, and the speculative decode rate is
 reported over native's tg128 (issue 15: "tok/s above native llama-bench tg128").
-With --native-speculative BIN (a folder holding llama.cpp's `llama-speculative-simple`, an example
-that drives the same common_speculative code), native runs the same prompt plainly (`--spec-type
-none`) and with the same n-gram method and draft_max, and its own speedup is reported beside
-ours: what llama.cpp itself gains on this machine.
+With --native-speculative BIN (a folder holding llama.cpp's `llama-completion` and the example
+`llama-speculative-simple`, which drives the same common_speculative code), native runs the same
+prompt plainly (llama-completion) and with the same n-gram method, key size and draft_max, and its
+own speedup is reported beside ours: what llama.cpp itself gains on this machine.
 """
 
 from __future__ import annotations
@@ -76,9 +76,11 @@ def native_tg128(prefix: Path, model: str, ngl: int, threads: int | None) -> flo
     return float(statistics.median(json.loads(out)[0]["samples_ts"]))
 
 
-def native_speculative(bin_dir: Path, model: str, prompt: str, max_tokens: int, threads: int | None,
-                       spec_type: str, draft_max: int, runs: int) -> dict[str, float]:
-    """llama-speculative-simple's decode tok/s (its "decoded N tokens ... speed"), median of runs."""
+def native_decode(bin_dir: Path, model: str, prompt: str, max_tokens: int, threads: int | None,
+                  spec_type: str | None, draft_max: int, runs: int) -> dict[str, float]:
+    """Native decode tok/s after the prompt, median of runs: plain through `llama-completion`
+    (its eval plus sampling time), speculative through `llama-speculative-simple` (its "decoded N
+    tokens in S seconds", the decode loop's wall time)."""
     import re
     import tempfile
 
@@ -87,17 +89,30 @@ def native_speculative(bin_dir: Path, model: str, prompt: str, max_tokens: int, 
     speeds = []
     try:
         for _ in range(runs):
-            cmd = [str(bin_dir / "llama-speculative-simple"), "-m", model, "-f", f.name, "-n", str(max_tokens),
-                   "-c", "2048", "--temp", "0", "--spec-type", spec_type, "--spec-draft-n-max", str(draft_max),
-                   # ours: keys of NGRAM_SIZE tokens, proposals of up to draft_max (src/engine/speculator.cpp)
-                   "--spec-ngram-map-k-size-n", str(_speculative.NGRAM_SIZE), "--spec-ngram-map-k-size-m", str(draft_max)]
+            if spec_type is None:
+                cmd = [str(bin_dir / "llama-completion"), "-m", model, "-f", f.name, "-n", str(max_tokens), "-c", "2048",
+                       "--temp", "0", "-no-cnv"]
+            else:
+                cmd = [str(bin_dir / "llama-speculative-simple"), "-m", model, "-f", f.name, "-n", str(max_tokens),
+                       "-c", "2048", "--temp", "0", "--spec-type", spec_type, "--spec-draft-n-max", str(draft_max),
+                       # ours: keys of NGRAM_SIZE tokens, proposals of up to draft_max (src/engine/speculator.cpp)
+                       "--spec-ngram-map-k-size-n", str(_speculative.NGRAM_SIZE),
+                       "--spec-ngram-map-k-size-m", str(draft_max)]
             cmd += ["-t", str(threads), "-tb", str(threads)] if threads else []
             out = subprocess.run(cmd, env=dict(os.environ, LD_LIBRARY_PATH=str(bin_dir)), capture_output=True,
                                  text=True, check=True, stdin=subprocess.DEVNULL)
-            found = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", out.stderr + out.stdout)
-            if not found:
-                raise RuntimeError(f"cannot read llama-speculative-simple's speed:\n{out.stderr[-2000:]}")
-            speeds.append(int(found.group(1)) / float(found.group(2)))
+            text = out.stderr + out.stdout
+            if spec_type is None:
+                found = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", text)
+                sampling = re.search(r"\bsampling time =\s*([\d.]+) ms", text)
+                if not found or not sampling:
+                    raise RuntimeError(f"cannot read llama-completion's timings:\n{text[-2000:]}")
+                speeds.append(1000 * int(found.group(2)) / (float(found.group(1)) + float(sampling.group(1))))
+            else:
+                found = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", text)
+                if not found:
+                    raise RuntimeError(f"cannot read llama-speculative-simple's speed:\n{text[-2000:]}")
+                speeds.append(int(found.group(1)) / float(found.group(2)))
     finally:
         os.unlink(f.name)
     return {"decode_tok_s": round(statistics.median(speeds), 1), "runs": [round(v, 1) for v in speeds]}
@@ -117,7 +132,8 @@ def main() -> None:
     ap.add_argument("-ngl", "--n-gpu-layers", type=int, default=0, help="layers offloaded (model and draft)")
     ap.add_argument("--native", type=Path, default=None, help="a llama.cpp prefix: also run its llama-bench tg128")
     ap.add_argument("--native-speculative", type=Path, default=None, metavar="BIN",
-                    help="a folder with llama-speculative-simple: native's own n-gram speedup beside ours")
+                    help="a folder with llama-completion and llama-speculative-simple: native's own n-gram "
+                         "speedup beside ours")
     args = ap.parse_args()
     if args.type:
         _speculative.NGRAM_TYPE = args.type
@@ -169,10 +185,10 @@ def main() -> None:
         result["plain_decode_vs_native_tg128"] = round(result["plain"]["decode_tok_s"] / tg128, 3)
     if args.native_speculative and not args.draft_model:
         kind = _speculative.NGRAM_TYPE
-        plain_native = native_speculative(args.native_speculative, args.model, prompt, args.max_tokens, threads,
-                                          "none", args.draft_max, args.runs)
-        spec_native = native_speculative(args.native_speculative, args.model, prompt, args.max_tokens, threads,
-                                         kind, args.draft_max, args.runs)
+        plain_native = native_decode(args.native_speculative, args.model, prompt, args.max_tokens, threads,
+                                     None, args.draft_max, args.runs)
+        spec_native = native_decode(args.native_speculative, args.model, prompt, args.max_tokens, threads,
+                                    kind, args.draft_max, args.runs)
         result["native_plain"], result["native_speculative"] = plain_native, spec_native
         result["native_speedup_decode"] = round(spec_native["decode_tok_s"] / plain_native["decode_tok_s"], 2)
     steps = perf["n_spec_steps"]
