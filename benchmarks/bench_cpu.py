@@ -41,12 +41,9 @@ TEXT = ("The history of the lighthouse begins with fires lit on hills to guide s
         "about storms, wrecks, rescues and the long quiet nights between them. ")
 
 
-def native(prefix: Path, model: Path, prompt_file: Path, tokens: int, threads: int) -> dict[str, float]:
-    cmd = [str(prefix / "bin" / "llama-completion"), "-m", str(model), "-f", str(prompt_file), "-n", str(tokens),
-           "-t", str(threads), "-no-cnv", "--ignore-eos", "--temp", "0", "-c", "2048", "-b", "2048", "-ub", "512"]
-    out = subprocess.run(cmd, env=dict(os.environ, LD_LIBRARY_PATH=str(prefix / "lib")), capture_output=True,
-                         text=True, check=True, stdin=subprocess.DEVNULL)
-    text = out.stderr
+def completion_timings(text: str) -> dict[str, float]:
+    """llama-completion's own report (its stderr): the prompt's time and tokens, the decode rate
+    of its one-token steps (eval time) and that rate with its sampling time added."""
     prompt = re.search(r"prompt eval time =\s*([\d.]+) ms /\s*(\d+) tokens", text)
     decode = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", text)
     sampling = re.search(r"\bsampling time =\s*([\d.]+) ms", text)
@@ -55,6 +52,14 @@ def native(prefix: Path, model: Path, prompt_file: Path, tokens: int, threads: i
     return {"first_token_ms": float(prompt.group(1)), "prompt_tokens": int(prompt.group(2)),
             "decode_tok_s": 1000 * int(decode.group(2)) / float(decode.group(1)),
             "wall_decode_tok_s": 1000 * int(decode.group(2)) / (float(decode.group(1)) + float(sampling.group(1)))}
+
+
+def native(prefix: Path, model: Path, prompt_file: Path, tokens: int, threads: int) -> dict[str, float]:
+    cmd = [str(prefix / "bin" / "llama-completion"), "-m", str(model), "-f", str(prompt_file), "-n", str(tokens),
+           "-t", str(threads), "-no-cnv", "--ignore-eos", "--temp", "0", "-c", "2048", "-b", "2048", "-ub", "512"]
+    out = subprocess.run(cmd, env=dict(os.environ, LD_LIBRARY_PATH=str(prefix / "lib")), capture_output=True,
+                         text=True, check=True, stdin=subprocess.DEVNULL)
+    return completion_timings(out.stderr)
 
 
 def ours(llm, prompt: list[int], tokens: int, sampling) -> dict[str, float]:

@@ -84,35 +84,31 @@ def native_decode(bin_dir: Path, model: str, prompt: str, max_tokens: int, threa
     import re
     import tempfile
 
+    from bench_cpu import completion_timings  # this folder's CPU benchmark reads llama-completion
+
     with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as f:
         f.write(prompt)
+    cmd = ["-m", model, "-f", f.name, "-n", str(max_tokens), "-c", "2048", "--temp", "0"]
+    cmd += ["-t", str(threads), "-tb", str(threads)] if threads else []
+    if spec_type is None:
+        cmd = [str(bin_dir / "llama-completion"), *cmd, "-no-cnv"]
+    else:
+        cmd = [str(bin_dir / "llama-speculative-simple"), *cmd, "--spec-type", spec_type,
+               "--spec-draft-n-max", str(draft_max),
+               # ours: keys of NGRAM_SIZE tokens, proposals of up to draft_max (src/engine/speculator.cpp)
+               "--spec-ngram-map-k-size-n", str(_speculative.NGRAM_SIZE), "--spec-ngram-map-k-size-m", str(draft_max)]
     speeds = []
     try:
         for _ in range(runs):
-            if spec_type is None:
-                cmd = [str(bin_dir / "llama-completion"), "-m", model, "-f", f.name, "-n", str(max_tokens), "-c", "2048",
-                       "--temp", "0", "-no-cnv"]
-            else:
-                cmd = [str(bin_dir / "llama-speculative-simple"), "-m", model, "-f", f.name, "-n", str(max_tokens),
-                       "-c", "2048", "--temp", "0", "--spec-type", spec_type, "--spec-draft-n-max", str(draft_max),
-                       # ours: keys of NGRAM_SIZE tokens, proposals of up to draft_max (src/engine/speculator.cpp)
-                       "--spec-ngram-map-k-size-n", str(_speculative.NGRAM_SIZE),
-                       "--spec-ngram-map-k-size-m", str(draft_max)]
-            cmd += ["-t", str(threads), "-tb", str(threads)] if threads else []
             out = subprocess.run(cmd, env=dict(os.environ, LD_LIBRARY_PATH=str(bin_dir)), capture_output=True,
                                  text=True, check=True, stdin=subprocess.DEVNULL)
-            text = out.stderr + out.stdout
             if spec_type is None:
-                found = re.search(r"\beval time =\s*([\d.]+) ms /\s*(\d+) runs", text)
-                sampling = re.search(r"\bsampling time =\s*([\d.]+) ms", text)
-                if not found or not sampling:
-                    raise RuntimeError(f"cannot read llama-completion's timings:\n{text[-2000:]}")
-                speeds.append(1000 * int(found.group(2)) / (float(found.group(1)) + float(sampling.group(1))))
-            else:
-                found = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", text)
-                if not found:
-                    raise RuntimeError(f"cannot read llama-speculative-simple's speed:\n{text[-2000:]}")
-                speeds.append(int(found.group(1)) / float(found.group(2)))
+                speeds.append(completion_timings(out.stderr)["wall_decode_tok_s"])
+                continue
+            found = re.search(r"decoded\s+(\d+) tokens in\s+([\d.]+) seconds", out.stderr + out.stdout)
+            if not found:
+                raise RuntimeError(f"cannot read llama-speculative-simple's speed:\n{out.stderr[-2000:]}")
+            speeds.append(int(found.group(1)) / float(found.group(2)))
     finally:
         os.unlink(f.name)
     return {"decode_tok_s": round(statistics.median(speeds), 1), "runs": [round(v, 1) for v in speeds]}
