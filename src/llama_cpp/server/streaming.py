@@ -44,8 +44,8 @@ def sse_response(events: AsyncIterator[bytes], ping_s: float) -> EventSourceResp
 
 
 class StreamStats:
-    """Times and text of one streamed reply, for the metrics: time to first token and the
-    latency between pieces. Latencies reach the metrics in batches (every ``FLUSH`` pieces and
+    """Times of one streamed reply, for the metrics: time to first token and the latency
+    between pieces. Latencies reach the metrics in batches (every ``FLUSH`` pieces and
     at :meth:`flush`), not one lock per piece."""
 
     FLUSH = 32
@@ -53,7 +53,6 @@ class StreamStats:
     def __init__(self, metrics: Metrics, model: str, started: float) -> None:
         self.metrics, self.model, self.started = metrics, model, started
         self.last: float | None = None
-        self.parts: list[str] = []
         self._gaps: list[float] = []
 
     def piece(self, text: str) -> None:
@@ -68,18 +67,12 @@ class StreamStats:
             if len(self._gaps) >= self.FLUSH:
                 self.flush()
         self.last = now
-        self.parts.append(text)
 
     def flush(self) -> None:
         """Hands the latencies not yet recorded to the metrics."""
         if self._gaps:
             self.metrics.observe_many("inter_token_latency_seconds", self._gaps, model=self.model)
             self._gaps = []
-
-    @property
-    def text(self) -> str:
-        """All the text so far."""
-        return "".join(self.parts)
 
 
 async def events(
