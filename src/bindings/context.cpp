@@ -193,6 +193,7 @@ void bind_context(nb::module_& m) {
                 out["n_prompt_eval"] = d.n_prompt_eval;
                 out["n_eval"] = d.n_eval;
                 out["n_graph_reused"] = d.n_graph_reused;
+                out["n_pad_tokens"] = d.n_pad_tokens;
                 return out;
             },
             "llama.cpp's performance counters of this context.")

@@ -70,6 +70,10 @@ void bind_testing(nb::module_& m) {
         nb::arg("context"), nb::arg("seq") = 0, nb::call_guard<nb::gil_scoped_release>(),
         "Bytes of one sequence's saved state (its KV cells in the cache's types, and a small header): "
         "measures the KV memory per token.");
+    t.def("set_pad_ratio", &lcn::Context::set_pad_ratio, nb::arg("context"), nb::arg("ratio"),
+          "How many padding tokens a decode of several sequences may add to save one ubatch (gaps between "
+          "sequence ids; see Context::decode_step); 0 turns padding off, a negative ratio restores the default "
+          "(256 with every layer on a GPU, else 1).");
     t.def("free_cores", &lcn::Context::free_cores, nb::arg("context"),
           "Cores other processes left free at the context's latest reading; negative before the first one or "
           "when the user set the thread counts.");

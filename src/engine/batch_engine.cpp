@@ -254,7 +254,7 @@ std::vector<SlotEvent> BatchEngine::step() {
         texts_[k].clear();
         errors_[k] = nullptr;
         rows_[k] = nullptr;
-        capture_error(errors_[k], [&] { rows_[k] = context_.logits(static_cast<int32_t>(k)); });
+        capture_error(errors_[k], [&] { rows_[k] = context_.logits(context_.step_output(k)); });
     }
     workers_.run(n, [this](size_t k) {
         if (errors_[k]) return;

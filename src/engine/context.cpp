@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <numeric>
 #include <string>
 
 #include <ggml-backend.h>
@@ -119,6 +120,10 @@ Context::Context(std::shared_ptr<Model> model, const ContextParams& p)
     }
     batch_ = llama_batch_init(static_cast<int32_t>(n_batch()), 0, static_cast<int32_t>(p.n_seq_max));
     cached_.resize(p.n_seq_max);
+    // kv_unified stays off (llama.cpp's default): each sequence has a KV stream of its own.
+    const llama_model* m = model_->get();
+    pad_streams_ = p.n_seq_max > 1 && !cp.kv_unified && !llama_model_is_recurrent(m) && !llama_model_is_hybrid(m);
+    pad_ratio_ = default_pad_ratio();
 }
 
 Context::~Context() {
@@ -199,41 +204,102 @@ size_t Context::prefix_kept(llama_seq_id seq, const std::vector<llama_token>& to
     return common_prefix(cached_[check_seq(seq)], tokens, tokens.empty() ? 0 : tokens.size() - 1);
 }
 
+namespace {
+
+// The ubatches llama.cpp's split_equal (sequential ids, a KV stream per sequence) makes of a
+// batch holding counts[i] tokens of sequence first + i, in ascending order (0: not in it): each
+// takes a run of consecutive sequences, the same number of tokens from each.
+size_t count_ubatches(std::vector<size_t> counts, size_t n_ubatch) {
+    size_t n = 0;
+    size_t start = 0;
+    while (true) {
+        while (start < counts.size() && counts[start] == 0) ++start;
+        if (start == counts.size()) return n;
+        size_t end = start + 1;
+        while (end < counts.size() && counts[end] > 0 && end - start < n_ubatch) ++end;
+        const size_t run = end - start;
+        size_t take = *std::min_element(counts.begin() + static_cast<std::ptrdiff_t>(start),
+                                        counts.begin() + static_cast<std::ptrdiff_t>(end));
+        take = std::max<size_t>(1, std::min(take, n_ubatch / run));
+        for (size_t i = start; i < end; ++i) counts[i] -= take;
+        ++n;
+    }
+}
+
+}  // namespace
+
 std::vector<std::pair<int32_t, size_t>> Context::prefill_group(
     const std::vector<std::pair<llama_seq_id, const std::vector<llama_token>*>>& group, bool reuse_prefix) {
     std::vector<size_t> keep(group.size(), 0);
-    size_t total = 0;
+    size_t total = 0, longest = 0;
     for (size_t m = 0; m < group.size(); ++m) {
         const auto& [seq, tokens] = group[m];
+        check_seq(seq);
         if (reuse_prefix) keep[m] = prefix_kept(seq, *tokens);
         total += tokens->size() - keep[m];
+        longest = std::max(longest, tokens->size() - keep[m]);
     }
     if (total > n_batch()) throw ValidationError("prefill: prompts of one group exceed n_batch");
+    // In ascending sequence order, as llama.cpp puts consecutive ids in one ubatch. With a
+    // stream per sequence, every sequence from the lowest to the highest may decode the same
+    // number of tokens (the longest rest), padded after its prompt or after what it holds
+    // (see decode_step), where that saves more ubatches than the padding costs.
+    std::vector<size_t> order(group.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return group[a].first < group[b].first; });
+    const llama_seq_id lo = group.empty() ? 0 : group[order.front()].first;
+    const llama_seq_id hi = group.empty() ? 0 : group[order.back()].first;
+    const size_t span = static_cast<size_t>(hi - lo) + 1;
+    std::vector<size_t> member(span, group.size());  // group index of each sequence in the span
+    for (size_t m = 0; m < group.size(); ++m) member[static_cast<size_t>(group[m].first - lo)] = m;
+    bool pad = false;
+    if (pad_streams_ && group.size() > 1 && span * longest > total && span * longest <= n_batch()) {
+        std::vector<size_t> counts(span, 0);
+        for (size_t m = 0; m < group.size(); ++m) counts[static_cast<size_t>(group[m].first - lo)] = group[m].second->size() - keep[m];
+        const size_t split = count_ubatches(counts, n_ubatch());
+        const size_t whole = count_ubatches(std::vector<size_t>(span, longest), n_ubatch());
+        pad = split > whole && pad_worth(span * longest - total, split - whole);
+        for (size_t i = 0; pad && i < span; ++i) {
+            const size_t m = member[i];
+            pad = m < group.size() ? has_room(static_cast<llama_pos>(keep[m]), longest)
+                                   : has_room(static_cast<llama_pos>(cached_[static_cast<size_t>(lo) + i].size()), longest);
+        }
+    }
     llama_memory_t mem = llama_get_memory(ctx_);
     batch_.n_tokens = 0;
-    std::vector<std::pair<int32_t, size_t>> out;
-    out.reserve(group.size());
-    for (size_t m = 0; m < group.size(); ++m) {
-        const auto& [seq, tokens] = group[m];
-        auto& cache = cached_[check_seq(seq)];
+    std::vector<std::pair<int32_t, size_t>> out(group.size());
+    for (size_t i = 0; i < span; ++i) {
+        const llama_seq_id seq = lo + static_cast<llama_seq_id>(i);
+        const size_t m = member[i];
+        if (m == group.size()) {
+            if (pad) push_padding(seq, static_cast<llama_pos>(cached_[static_cast<size_t>(seq)].size()), longest);
+            continue;
+        }
+        const auto& tokens = *group[m].second;
+        auto& cache = cached_[static_cast<size_t>(seq)];
         if (keep[m] == 0 || !llama_memory_seq_rm(mem, seq, static_cast<llama_pos>(keep[m]), -1)) {
             llama_memory_seq_rm(mem, seq, -1, -1);
             keep[m] = 0;
         }
         cache.resize(keep[m]);
-        for (size_t i = keep[m]; i < tokens->size(); ++i) {
-            push_token((*tokens)[i], static_cast<llama_pos>(i), seq, i + 1 == tokens->size());
+        for (size_t t = keep[m]; t < tokens.size(); ++t) {
+            push_token(tokens[t], static_cast<llama_pos>(t), seq, t + 1 == tokens.size());
         }
-        out.emplace_back(batch_.n_tokens - 1, keep[m]);
+        out[m] = {batch_.n_tokens - 1, keep[m]};
+        // keep[m] may have dropped to 0 above (a memory that cannot drop a suffix): then the
+        // rest is longer than planned and the padding of this one is left out.
+        const size_t rest = tokens.size() - keep[m];
+        if (pad && rest < longest) push_padding(seq, static_cast<llama_pos>(tokens.size()), longest - rest);
     }
     try {
-        decode_batch("prefill");
+        decode_padded("prefill");
     } catch (...) {
         for (const auto& [seq, tokens] : group) clear_sequence(seq);  // a failed batch may leave part of itself
         throw;
     }
     for (const auto& [seq, tokens] : group) cached_[static_cast<size_t>(seq)] = *tokens;
-    last_output_ = batch_.n_tokens - 1;
+    last_output_ = 0;
+    for (const auto& [index, kept] : out) last_output_ = std::max(last_output_, index);
     return out;
 }
 
@@ -304,12 +370,52 @@ size_t Context::prefill(llama_seq_id seq, const std::vector<llama_token>& tokens
 void Context::decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step) {
     if (step.size() > n_batch()) throw ValidationError("decode: more sequences in one step than n_batch");
     batch_.n_tokens = 0;
-    for (const auto& [seq, token] : step) {
-        push_token(token, static_cast<llama_pos>(cached_[check_seq(seq)].size()), seq, true);
+    step_outputs_.clear();
+    llama_seq_id previous = -1;
+    for (size_t i = 0; i < step.size(); ++i) {
+        const auto& [seq, token] = step[i];
+        check_seq(seq);
+        if (pad_streams_ && previous >= 0 && seq > previous + 1) {
+            const size_t gap = static_cast<size_t>(seq - previous - 1);
+            bool room = batch_.n_tokens + gap + (step.size() - i) <= n_batch() && pad_worth(gap, 1);
+            for (llama_seq_id idle = previous + 1; room && idle < seq; ++idle) {
+                room = has_room(static_cast<llama_pos>(cached_[static_cast<size_t>(idle)].size()), 1);
+            }
+            for (llama_seq_id idle = previous + 1; room && idle < seq; ++idle) {
+                push_padding(idle, static_cast<llama_pos>(cached_[static_cast<size_t>(idle)].size()), 1);
+            }
+        }
+        step_outputs_.push_back(batch_.n_tokens);
+        push_token(token, static_cast<llama_pos>(cached_[static_cast<size_t>(seq)].size()), seq, true);
+        previous = seq;
     }
-    decode_batch("decode");
+    decode_padded("decode");
     for (const auto& [seq, token] : step) cached_[static_cast<size_t>(seq)].push_back(token);
     last_output_ = batch_.n_tokens - 1;
+}
+
+void Context::push_padding(llama_seq_id seq, llama_pos from, size_t count) {
+    padding_.emplace_back(seq, from);
+    for (size_t i = 0; i < count; ++i) push_token(0, from + static_cast<llama_pos>(i), seq, false);
+    n_pad_tokens_ += static_cast<int64_t>(count);
+}
+
+void Context::decode_padded(const char* what) {
+    auto drop = [this] {
+        llama_memory_t mem = llama_get_memory(ctx_);
+        for (const auto& [seq, from] : padding_) {
+            // A plain KV cache always drops a suffix; anything else would leave cells we do not record.
+            if (!llama_memory_seq_rm(mem, seq, from, -1)) clear_sequence(seq);
+        }
+        padding_.clear();
+    };
+    try {
+        decode_batch(what);
+    } catch (...) {
+        drop();
+        throw;
+    }
+    drop();
 }
 
 void Context::decode_run(llama_seq_id seq, const std::vector<llama_token>& tokens) {
@@ -369,6 +475,7 @@ PerfData Context::perf() const {
     out.n_prompt_eval = d.n_p_eval;
     out.n_eval = d.n_eval;
     out.n_graph_reused = d.n_reused;
+    out.n_pad_tokens = n_pad_tokens_;
     return out;
 }
 

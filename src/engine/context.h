@@ -23,6 +23,9 @@ namespace lcn {
 struct PerfData {
     double t_load_ms = 0, t_prompt_eval_ms = 0, t_eval_ms = 0;
     int32_t n_prompt_eval = 0, n_eval = 0, n_graph_reused = 0;
+    // Tokens decoded only to keep a batch of several sequences in one ubatch (counted in
+    // n_prompt_eval too; see Context::decode_step).
+    int64_t n_pad_tokens = 0;
 };
 
 struct ContextParams {
@@ -80,6 +83,7 @@ public:
     // Cells one sequence can use: n_ctx, or n_ctx / n_seq_max when sequences do not share the cache.
     uint32_t n_ctx_seq() const { return llama_n_ctx_seq(ctx_); }
     uint32_t n_batch() const { return llama_n_batch(ctx_); }
+    uint32_t n_ubatch() const { return llama_n_ubatch(ctx_); }
     uint32_t n_seq_max() const { return llama_n_seq_max(ctx_); }
 
     // Tokens of a sequence currently held in the KV cache, in position order.
@@ -115,9 +119,20 @@ public:
     // a plain KV cache (no sliding window, not recurrent or hybrid).
     bool can_share_prefixes() const;
 
-    // Decodes one token for each (sequence, token) pair in a single llama_decode;
-    // afterwards the logits of entry i are at output index i.
+    // Decodes one token for each (sequence, token) pair (ascending sequence ids) in a single
+    // llama_decode; afterwards the logits of entry i are at output index step_output(i).
+    // With a KV stream per sequence, llama.cpp puts only sequences of consecutive ids in one
+    // ubatch (one pass over the weights each): a sequence between two of the step's that is
+    // not in it (it must be idle) then gets a padding token, decoded after what it holds and
+    // dropped again, where that costs less than another ubatch (pad_worth).
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
+    int32_t step_output(size_t i) const { return step_outputs_[i]; }
+    // Tokens of padding worth one ubatch less (see pad_worth); 0 turns padding off, a negative
+    // ratio restores the default. For tests and benchmarks.
+    void set_pad_ratio(double ratio) {
+        pad_ratio_.store(ratio < 0 ? default_pad_ratio() : ratio, std::memory_order_relaxed);
+    }
+    double default_pad_ratio() const { return whole_model_on_gpu() ? 256 : 1; }
 
     // Decodes `tokens` after what `seq` holds, in one llama_decode with logits for every one
     // (output index i is tokens[i]): the verification batch of speculative decoding. On failure
@@ -153,7 +168,10 @@ public:
     float* logits(int32_t output_index);
 
     PerfData perf() const;
-    void perf_reset() { llama_perf_context_reset(ctx_); }
+    void perf_reset() {
+        llama_perf_context_reset(ctx_);
+        n_pad_tokens_ = 0;
+    }
 
     // The whole context state (KV cache of every sequence plus our record of its
     // tokens), with a fingerprint of the model so a state cannot be loaded into
@@ -181,6 +199,17 @@ private:
         batch_.logits[j] = output;
     }
     void decode_batch(const char* what);  // batch_
+    // Padding (see decode_step): appends `count` tokens of `seq` from position `from` on (right
+    // after what it holds or decodes now), with no output, to be dropped by decode_padded.
+    void push_padding(llama_seq_id seq, llama_pos from, size_t count);
+    // Whether the stream of `seq` has room for `count` tokens after position `from`.
+    bool has_room(llama_pos from, size_t count) const { return static_cast<size_t>(from) + count <= n_ctx_seq(); }
+    // decode_batch, then drops the padding tokens (also when the decode fails).
+    void decode_padded(const char* what);
+    // Whether `pad` padding tokens are worth saving `ubatches` passes over the weights.
+    bool pad_worth(size_t pad, size_t ubatches) const {
+        return static_cast<double>(pad) < pad_ratio_.load(std::memory_order_relaxed) * static_cast<double>(ubatches);
+    }
     // Before a decode: threads counts left at their default follow the cores other processes
     // leave free (ThreadGovernor); counts the user set are kept exactly.
     void adapt_threads();
@@ -202,6 +231,16 @@ private:
     std::vector<std::vector<llama_token>> cached_;
     std::vector<std::pair<std::shared_ptr<LoraAdapter>, float>> adapters_;
     int32_t last_output_ = -1;
+    // A KV stream per sequence (see decode_step): padding applies.
+    bool pad_streams_ = false;
+    // Tokens of a batch that cost about as much as one more ubatch: on a GPU a small ubatch
+    // costs a pass over the weights (hundreds of tokens' work); on a CPU batches cost about
+    // their tokens (measured on 2 cores: a step of 4 sequences with 3 padding tokens took as
+    // long as its 4 one-sequence ubatches), so padding does not pay there.
+    std::atomic<double> pad_ratio_{1};
+    std::vector<std::pair<llama_seq_id, llama_pos>> padding_;  // where each padding run starts
+    std::vector<int32_t> step_outputs_;
+    int64_t n_pad_tokens_ = 0;
     std::atomic<const CancelToken*> cancel_{nullptr};
     std::atomic<size_t> prefill_done_{0}, prefill_total_{0};
     Baton mutex_;

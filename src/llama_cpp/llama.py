@@ -502,7 +502,8 @@ class Llama(AsyncTwins, _chat.ChatTemplateMethods):
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters for this context: ``t_load_ms``, ``t_prompt_eval_ms``,
         ``t_eval_ms``, ``n_prompt_eval`` (prompt tokens decoded), ``n_eval`` (generated
-        tokens decoded), ``n_graph_reused``; with speculation also ``n_spec_steps``, ``n_drafted``,
+        tokens decoded), ``n_graph_reused``, ``n_pad_tokens`` (0 here: see
+        :meth:`LlamaPool.perf`); with speculation also ``n_spec_steps``, ``n_drafted``,
         ``n_accepted`` and ``accepted_per_step`` (see ``LlamaConfig.speculative``)."""
         return {**self._require_context("perf").perf(), **_speculative.perf(self._speculator)}
 

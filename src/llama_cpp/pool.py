@@ -183,7 +183,13 @@ class LlamaPool(_chat.ChatTemplateMethods):
 
     def perf(self) -> dict[str, float]:
         """llama.cpp's counters of the pool's context, all requests together (the keys of
-        :meth:`Llama.perf`): ``n_eval`` counts every generated token decoded. With replicas,
+        :meth:`Llama.perf`). llama.cpp counts a decode of more than one token as prompt
+        evaluation, so the steps of several sequences land in ``n_prompt_eval`` and
+        ``t_prompt_eval_ms``, and ``n_eval`` only counts steps of a single sequence.
+        ``n_pad_tokens`` counts the tokens decoded only to keep a step or a prefill of
+        sequences with gaps between their ids in one pass over the weights (each KV stream is
+        one sequence's; llama.cpp puts only consecutive ones in a pass): they are dropped
+        again, and count in ``n_prompt_eval`` too. With replicas,
         every key is the sum over the replicas: ``n_prompt_eval``, ``n_eval`` and
         ``n_graph_reused`` count all of them, and ``t_load_ms``, ``t_prompt_eval_ms`` and
         ``t_eval_ms`` add up each replica's time (replicas decode side by side, so these can
