@@ -5,7 +5,8 @@ LlamaPool directly.
     python benchmarks/bench_server.py --url http://127.0.0.1:8000 --model models/m.gguf --clients 64   # a running server
 
 Each client streams one /v1/completions request (greedy; with --model, end-of-generation is
-masked so every request makes exactly --max-tokens tokens). Reported: aggregate generated tokens per second
+masked so every request makes exactly --max-tokens tokens) over a connection it opened before
+the clock starts (kept alive, as the OpenAI client's pool keeps them). Reported: aggregate generated tokens per second
 (first request sent to last token received), time to first token p50/p99 and the latency
 between streamed pieces p50/p99. The clients are spread over --client-procs processes that start
 together (times are time.monotonic, one clock for all of them), so that the client side is not
@@ -29,6 +30,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 
@@ -89,7 +91,10 @@ async def _clients(url: str, first: int, count: int, max_tokens: int, bias: dict
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     limits = httpx.Limits(max_connections=count + 4, max_keepalive_connections=count + 4)
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=600, limits=limits) as http:
-        await one_client(http, -1, 4, bias)  # warm-up (a connection open, the server's first request)
+        await one_client(http, -1, 4, bias)  # warm-up: the server's request path
+        # One open connection per client before the clock starts, as a long-running client's
+        # pool keeps them (GET /v1/models: nothing is generated, no metric moves).
+        await asyncio.gather(*(http.get("/v1/models") for _ in range(count)))
         await asyncio.sleep(max(0.0, start_at - time.monotonic()))
         return list(await asyncio.gather(*(one_client(http, first + i, max_tokens, bias) for i in range(count))))
 
@@ -115,34 +120,48 @@ def summarize(runs: list[ClientRun], start: float) -> dict[str, float]:
             "itl_p99_ms": 1000 * percentile(itl, 99)}
 
 
-def server_ttft(url: str, api_key: str | None) -> tuple[float, float]:
-    """The server's own time-to-first-token histogram (sum, count) from /metrics: from the
-    moment a request reached its route to its first generated text."""
-    total = count = 0.0
+def server_counters(url: str, api_key: str | None) -> dict[str, float]:
+    """From /metrics, summed over models: the server's own time-to-first-token histogram
+    (``ttft_sum``, ``ttft_count``: from the moment a request reached its route to its first
+    generated text) and ``decode_s``, the time the pool's decodes took."""
+    names = {"llamacpp:time_to_first_token_seconds_sum": "ttft_sum",
+             "llamacpp:time_to_first_token_seconds_count": "ttft_count",
+             "llamacpp:decode_seconds_total": "decode_s"}
+    out = dict.fromkeys(names.values(), 0.0)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     for line in httpx.get(f"{url}/metrics", headers=headers, timeout=30).text.splitlines():
-        if line.startswith("llamacpp:time_to_first_token_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("llamacpp:time_to_first_token_seconds_count"):
-            count += float(line.rsplit(" ", 1)[1])
-    return total, count
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in names:
+            out[names[name]] += float(line.rsplit(" ", 1)[1])
+    return out
 
 
 def drive(workers: object, procs: int, url: str, clients: int, max_tokens: int, bias: dict[str, float],
           api_key: str | None) -> dict[str, float]:
     """The clients, spread over ``procs`` client processes (``workers``, a process pool), all
     starting at one moment."""
-    before = server_ttft(url, api_key)
     start = time.monotonic() + 2.0  # every process has warmed up by then
+    before: dict[str, float] = {}
+
+    def read_before() -> None:  # just before the clock starts: the warm-ups are left out
+        time.sleep(max(0.0, start - 0.05 - time.monotonic()))
+        before.update(server_counters(url, api_key))
+
+    reader = threading.Thread(target=read_before)
+    reader.start()
     shares = [clients // procs + (k < clients % procs) for k in range(procs)]
     firsts = [sum(shares[:k]) for k in range(procs)]
     jobs = [(url, firsts[k], shares[k], max_tokens, bias, api_key, start) for k in range(procs) if shares[k]]
     runs = [run for part in workers.map(client_process, jobs) for run in part]  # type: ignore[attr-defined]
+    reader.join()
     result = summarize(runs, start)
-    after = server_ttft(url, api_key)
-    # The warm-up requests (one per client process) are in the server's histogram too.
-    if after[1] > before[1]:
-        result["server_side_ttft_mean_ms"] = 1000 * (after[0] - before[0]) / (after[1] - before[1])
+    after = server_counters(url, api_key)
+    if after["ttft_count"] > before["ttft_count"]:
+        result["server_side_ttft_mean_ms"] = (1000 * (after["ttft_sum"] - before["ttft_sum"])
+                                              / (after["ttft_count"] - before["ttft_count"]))
+    # How busy the engine was: its decodes' time over the round's.
+    wall = max(t for r in runs for t in r.arrivals[-1:]) - start
+    result["engine_busy"] = (after["decode_s"] - before["decode_s"]) / wall
     return result
 
 
@@ -188,7 +207,10 @@ async def rounds(args: argparse.Namespace, url: str, bias: dict[str, float], wor
             result = await asyncio.to_thread(drive, workers, args.client_procs, url, args.clients, args.max_tokens,
                                              bias, args.api_key)
             if pool is not None:
+                perf = pool.perf()
                 result["direct_tok_s"], firsts = await direct(pool, args.clients, args.max_tokens)
+                decode_ms = sum(pool.perf()[k] - perf[k] for k in ("t_prompt_eval_ms", "t_eval_ms"))
+                result["direct_engine_busy"] = decode_ms / 1000 / (args.clients * args.max_tokens / result["direct_tok_s"])
                 result["direct_ttft_p50_ms"] = 1000 * percentile(firsts, 50)
                 result["direct_ttft_p99_ms"] = 1000 * percentile(firsts, 99)
                 result["ratio"] = result["tok_s"] / result["direct_tok_s"]

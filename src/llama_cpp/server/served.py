@@ -173,8 +173,14 @@ class ServedModels:
             out.append(("n_parallel", "gauge", "Sequences that decode together (pool size)", labels, model.capacity))
             if pool is not None and self.state == "ready":
                 perf = pool.perf()
+                # llama.cpp counts a decode of several tokens (a step of several sequences) as
+                # prompt evaluation: both kinds together are what the pool decoded.
                 out.append(("n_tokens_evaluated_total", "counter",
-                            "Generated tokens decoded by the pool (llama.cpp's n_eval), cancelled requests included",
-                            labels, float(perf.get("n_eval", 0))))
+                            "Tokens the pool decoded, prompts and generated (llama.cpp's n_p_eval + n_eval, "
+                            "padding left out), cancelled requests included", labels,
+                            float(perf["n_prompt_eval"] + perf["n_eval"] - perf["n_pad_tokens"])))
+                out.append(("decode_seconds_total", "counter",
+                            "Seconds the pool's decodes took (llama.cpp's t_p_eval + t_eval, to the end of each "
+                            "decode's compute)", labels, (perf["t_prompt_eval_ms"] + perf["t_eval_ms"]) / 1000))
         out.append(("model_loaded", "gauge", "1 once every model has loaded", (), 1.0 if self.state == "ready" else 0.0))
         return out
