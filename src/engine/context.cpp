@@ -251,7 +251,11 @@ std::vector<std::pair<int32_t, size_t>> Context::prefill_group(
     const llama_seq_id hi = group.empty() ? 0 : group[order.back()].first;
     const size_t span = static_cast<size_t>(hi - lo) + 1;
     std::vector<size_t> member(span, group.size());  // group index of each sequence in the span
-    for (size_t m = 0; m < group.size(); ++m) member[static_cast<size_t>(group[m].first - lo)] = m;
+    for (size_t m = 0; m < group.size(); ++m) {
+        size_t& slot = member[static_cast<size_t>(group[m].first - lo)];
+        if (slot != group.size()) throw ValidationError("prefill: a sequence appears twice in one group");
+        slot = m;
+    }
     bool pad = false;
     if (pad_streams_ && group.size() > 1 && span * longest > total && span * longest <= n_batch()) {
         std::vector<size_t> counts(span, 0);
