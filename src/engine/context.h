@@ -123,8 +123,8 @@ public:
     // llama_decode; afterwards the logits of entry i are at output index step_output(i).
     // With a KV stream per sequence, llama.cpp puts only sequences of consecutive ids in one
     // ubatch (one pass over the weights each): a sequence between two of the step's that is
-    // not in it (it must be idle) then gets a padding token, decoded after what it holds and
-    // dropped again, where that costs less than another ubatch (pad_worth).
+    // not in it then gets a padding token, decoded after what it holds and dropped again
+    // (its cells stay as they were), where that costs less than another ubatch (pad_worth).
     void decode_step(const std::vector<std::pair<llama_seq_id, llama_token>>& step);
     int32_t step_output(size_t i) const { return step_outputs_[i]; }
     // Tokens of padding worth one ubatch less (see pad_worth); 0 turns padding off, a negative
